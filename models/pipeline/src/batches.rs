@@ -1,0 +1,136 @@
+//! Training windows and evaluation batches from the melody dataset.
+
+use wren::melody::tokens::{Melody, BAR_POSITIONS, VOCAB};
+
+/// Transpositions used for augmentation: every key, where the range allows.
+pub const TRANSPOSITIONS: std::ops::RangeInclusive<i32> = -5..=6;
+
+/// A batch of sequences as flat index arrays, `batch * len` each.
+pub struct Batch {
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Steps per sequence.
+    pub len: usize,
+    /// Token index of the previous step.
+    pub previous: Vec<u32>,
+    /// `VOCAB + step_in_bar % BAR_POSITIONS`: the position row of the input.
+    pub position: Vec<u32>,
+    /// `VOCAB + BAR_POSITIONS + meter class`: the meter row of the input.
+    pub meter: Vec<u32>,
+    /// Token index to predict.
+    pub target: Vec<u32>,
+    /// 1 where the step counts, 0 for padding.
+    pub mask: Vec<f32>,
+}
+
+/// Input rows of step `i` of a melody: previous token, position, meter.
+fn rows(melody: &Melody, i: usize) -> (u32, u32, u32) {
+    use wren::melody::tokens::{write_input, Token, INPUT_SIZE};
+    let previous = if i == 0 { Token::Rest } else { melody.tokens[i - 1] };
+    let mut x = [0f32; INPUT_SIZE];
+    write_input(&mut x, previous, melody.step_in_bar(i), melody.meter);
+    let meter = x[VOCAB + BAR_POSITIONS..].iter().position(|v| *v == 1.0).unwrap_or(0);
+    (
+        previous.index() as u32,
+        (VOCAB + melody.step_in_bar(i) as usize % BAR_POSITIONS) as u32,
+        (VOCAB + BAR_POSITIONS + meter) as u32,
+    )
+}
+
+/// Whole melodies, padded to the longest, for evaluation.
+pub fn full_batch(melodies: &[&Melody]) -> Batch {
+    let len = melodies.iter().map(|m| m.tokens.len()).max().unwrap_or(0);
+    let mut batch = empty(melodies.len(), len);
+    for (b, melody) in melodies.iter().enumerate() {
+        for i in 0..melody.tokens.len() {
+            put(&mut batch, b * len + i, melody, i);
+        }
+    }
+    batch
+}
+
+fn empty(batch: usize, len: usize) -> Batch {
+    Batch {
+        batch,
+        len,
+        previous: vec![1; batch * len],
+        position: vec![VOCAB as u32; batch * len],
+        meter: vec![(VOCAB + BAR_POSITIONS) as u32; batch * len],
+        target: vec![0; batch * len],
+        mask: vec![0.0; batch * len],
+    }
+}
+
+fn put(batch: &mut Batch, at: usize, melody: &Melody, i: usize) {
+    let (previous, position, meter) = rows(melody, i);
+    batch.previous[at] = previous;
+    batch.position[at] = position;
+    batch.meter[at] = meter;
+    batch.target[at] = melody.tokens[i].index() as u32;
+    batch.mask[at] = 1.0;
+}
+
+/// A small deterministic generator (PCG-XSH-RR) so runs repeat exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x853c_49e6_748f_ea9b)
+    }
+
+    /// A uniform integer below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let x = self.0;
+        let value = (((x >> 18) ^ x) >> 27) as u32;
+        let rotated = value.rotate_right((x >> 59) as u32);
+        (rotated as u64 * n as u64 >> 32) as usize
+    }
+}
+
+/// Draws random training windows of `len` steps from transposed melodies.
+///
+/// A quarter of the windows start at a melody's first step, so the network
+/// also learns to begin from its zero state.
+pub struct WindowSampler<'a> {
+    melodies: Vec<&'a Melody>,
+    rng: Rng,
+}
+
+impl<'a> WindowSampler<'a> {
+    /// A sampler over melodies long enough for one window, seeded.
+    pub fn new(melodies: &[&'a Melody], len: usize, seed: u64) -> Self {
+        let melodies = melodies.iter().copied().filter(|m| m.tokens.len() >= len).collect();
+        WindowSampler { melodies, rng: Rng::new(seed) }
+    }
+
+    /// Number of melodies it draws from.
+    pub fn melodies(&self) -> usize {
+        self.melodies.len()
+    }
+
+    /// The next batch of `batch` windows of `len` steps.
+    pub fn next_batch(&mut self, batch: usize, len: usize) -> Batch {
+        let mut out = empty(batch, len);
+        for b in 0..batch {
+            let source = self.melodies[self.rng.below(self.melodies.len())];
+            let melody = loop {
+                let shift = *TRANSPOSITIONS.start() + self.rng.below(12) as i32;
+                if let Some(m) = source.transposed(shift) {
+                    break m;
+                }
+            };
+            let room = melody.tokens.len() - len + 1;
+            let start = if self.rng.below(4) == 0 { 0 } else { self.rng.below(room) };
+            let window = Melody {
+                tokens: melody.tokens[..start + len].to_vec(),
+                ..melody
+            };
+            for i in 0..len {
+                put(&mut out, b * len + i, &window, start + i);
+            }
+        }
+        out
+    }
+}
