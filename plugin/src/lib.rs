@@ -11,5 +11,19 @@
 //!   safe. Loading happens off both.
 //! - the plugin wrapper (nice-plug: VST3, CLAP, standalone).
 
+pub mod engine;
 pub mod melody;
 pub mod model;
+pub mod presets;
+
+/// Loads the embedded models of every preset and starts an engine. Allocates.
+pub fn start_engine(sample_rate: f64) -> Result<engine::Engine, String> {
+    let presets = presets::embedded();
+    let names: Vec<&str> = presets.iter().map(|p| p.melody.as_str()).collect();
+    let loaded = engine::models::load_embedded(&names).map_err(|e| e.to_string())?;
+    let kernels = loaded
+        .iter()
+        .map(|m| model::kernel::GruKernel::new(&m.net))
+        .collect();
+    engine::Engine::new(kernels, sample_rate).map_err(|e| e.to_string())
+}

@@ -26,10 +26,17 @@ pub struct Batch {
 /// Input rows of step `i` of a melody: previous token, position, meter.
 fn rows(melody: &Melody, i: usize) -> (u32, u32, u32) {
     use wren::melody::tokens::{write_input, Token, INPUT_SIZE};
-    let previous = if i == 0 { Token::Rest } else { melody.tokens[i - 1] };
+    let previous = if i == 0 {
+        Token::Rest
+    } else {
+        melody.tokens[i - 1]
+    };
     let mut x = [0f32; INPUT_SIZE];
     write_input(&mut x, previous, melody.step_in_bar(i), melody.meter);
-    let meter = x[VOCAB + BAR_POSITIONS..].iter().position(|v| *v == 1.0).unwrap_or(0);
+    let meter = x[VOCAB + BAR_POSITIONS..]
+        .iter()
+        .position(|v| *v == 1.0)
+        .unwrap_or(0);
     (
         previous.index() as u32,
         (VOCAB + melody.step_in_bar(i) as usize % BAR_POSITIONS) as u32,
@@ -79,13 +86,24 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x853c_49e6_748f_ea9b)
     }
 
-    /// A uniform integer below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let x = self.0;
         let value = (((x >> 18) ^ x) >> 27) as u32;
-        let rotated = value.rotate_right((x >> 59) as u32);
-        (rotated as u64 * n as u64 >> 32) as usize
+        value.rotate_right((x >> 59) as u32)
+    }
+
+    /// A uniform integer below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u32() as u64 * n as u64) >> 32) as usize
+    }
+
+    /// A uniform number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        self.next_u32() as f64 / 4_294_967_296.0
     }
 }
 
@@ -101,8 +119,15 @@ pub struct WindowSampler<'a> {
 impl<'a> WindowSampler<'a> {
     /// A sampler over melodies long enough for one window, seeded.
     pub fn new(melodies: &[&'a Melody], len: usize, seed: u64) -> Self {
-        let melodies = melodies.iter().copied().filter(|m| m.tokens.len() >= len).collect();
-        WindowSampler { melodies, rng: Rng::new(seed) }
+        let melodies = melodies
+            .iter()
+            .copied()
+            .filter(|m| m.tokens.len() >= len)
+            .collect();
+        WindowSampler {
+            melodies,
+            rng: Rng::new(seed),
+        }
     }
 
     /// Number of melodies it draws from.
@@ -122,7 +147,11 @@ impl<'a> WindowSampler<'a> {
                 }
             };
             let room = melody.tokens.len() - len + 1;
-            let start = if self.rng.below(4) == 0 { 0 } else { self.rng.below(room) };
+            let start = if self.rng.below(4) == 0 {
+                0
+            } else {
+                self.rng.below(room)
+            };
             let window = Melody {
                 tokens: melody.tokens[..start + len].to_vec(),
                 ..melody

@@ -61,10 +61,15 @@ pub const SPLIT_SEED: &str = "wren-split-v1";
 
 /// Reads every tune of a `.tsv.gz` dataset file.
 pub fn read_dataset(path: &Path) -> Result<Vec<Tune>, DatasetError> {
-    let io = |source| DatasetError::Io { path: path.display().to_string(), source };
+    let io = |source| DatasetError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(file).read_to_string(&mut text).map_err(io)?;
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .map_err(io)?;
     parse_dataset(&text)
 }
 
@@ -73,7 +78,12 @@ pub fn parse_dataset(text: &str) -> Result<Vec<Tune>, DatasetError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_line(l).map_err(|reason| DatasetError::Format { line: i + 1, reason }))
+        .map(|(i, l)| {
+            parse_line(l).map_err(|reason| DatasetError::Format {
+                line: i + 1,
+                reason,
+            })
+        })
         .collect()
 }
 
@@ -93,7 +103,12 @@ fn parse_line(line: &str) -> Result<Tune, &'static str> {
         let steps: u32 = steps.parse().map_err(|_| "bad duration")?;
         let pitch = match pitch {
             "r" => None,
-            p => Some(p.parse::<u8>().ok().filter(|p| *p < 128).ok_or("bad pitch")?),
+            p => Some(
+                p.parse::<u8>()
+                    .ok()
+                    .filter(|p| *p < 128)
+                    .ok_or("bad pitch")?,
+            ),
         };
         parsed.push((pitch, steps));
     }
@@ -108,7 +123,10 @@ fn parse_line(line: &str) -> Result<Tune, &'static str> {
 }
 
 fn split_of(line: &str) -> Split {
-    let digest = Sha256::new().chain_update(SPLIT_SEED).chain_update(line).finalize();
+    let digest = Sha256::new()
+        .chain_update(SPLIT_SEED)
+        .chain_update(line)
+        .finalize();
     match digest[0] as u32 * 100 / 256 {
         0..=79 => Split::Train,
         80..=89 => Split::Valid,
@@ -133,7 +151,10 @@ mod tests {
         let m = &tunes[0].melody;
         assert_eq!(m.meter.bar_steps, 16);
         assert_eq!(m.first_step_in_bar, 14);
-        assert_eq!(m.tokens[..3], [Token::Note(62), Token::Note(64), Token::Rest]);
+        assert_eq!(
+            m.tokens[..3],
+            [Token::Note(62), Token::Note(64), Token::Rest]
+        );
         assert_eq!(m.tokens.len(), 8);
     }
 

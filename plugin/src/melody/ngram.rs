@@ -54,7 +54,12 @@ impl NGram {
         }
         let sum: f64 = unigram.iter().sum();
         unigram.iter_mut().for_each(|c| *c /= sum);
-        NGram { order, with_position, unigram, levels }
+        NGram {
+            order,
+            with_position,
+            unigram,
+            levels,
+        }
     }
 
     /// The order `n` of the model.
@@ -72,7 +77,9 @@ impl NGram {
         out.copy_from_slice(&self.unigram);
         for (k, level) in self.levels.iter().enumerate() {
             let key = context_key(history, k + 1, self.with_position.then_some(position));
-            let Some(counts) = level.get(&key) else { continue };
+            let Some(counts) = level.get(&key) else {
+                continue;
+            };
             let total = counts.total as f64;
             let backoff = DISCOUNT * counts.next.len() as f64 / total;
             for p in out.iter_mut() {
@@ -104,7 +111,10 @@ impl NGram {
                 history.push(truth as u16);
             }
         }
-        (nll / steps.max(1) as f64, correct as f64 / steps.max(1) as f64)
+        (
+            nll / steps.max(1) as f64,
+            correct as f64 / steps.max(1) as f64,
+        )
     }
 }
 
@@ -128,7 +138,10 @@ fn context_key(history: &[u16], len: usize, position: Option<u32>) -> u64 {
     };
     mix(position.map_or(u64::MAX, u64::from));
     for back in 1..=len {
-        let token = history.len().checked_sub(back).map_or(Token::Rest.index() as u16, |i| history[i]);
+        let token = history
+            .len()
+            .checked_sub(back)
+            .map_or(Token::Rest.index() as u16, |i| history[i]);
         mix(token as u64);
     }
     key
@@ -140,7 +153,10 @@ mod tests {
     use crate::melody::tokens::Meter;
 
     fn scale_run() -> Melody {
-        let events: Vec<_> = [60u8, 62, 64, 65, 67, 65, 64, 62].iter().map(|p| (Some(*p), 2)).collect();
+        let events: Vec<_> = [60u8, 62, 64, 65, 67, 65, 64, 62]
+            .iter()
+            .map(|p| (Some(*p), 2))
+            .collect();
         Melody::from_events(Meter::default(), 0, &events)
     }
 

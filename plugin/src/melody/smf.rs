@@ -64,7 +64,9 @@ fn track_notes(track: &[TrackEvent], ticks_per_quarter: u64) -> Vec<GridNote> {
     let mut tick = 0u64;
     for event in track {
         tick += event.delta.as_int() as u64;
-        let TrackEventKind::Midi { message, .. } = event.kind else { continue };
+        let TrackEventKind::Midi { message, .. } = event.kind else {
+            continue;
+        };
         let (key, on) = match message {
             MidiMessage::NoteOn { key, vel } => (key.as_int(), vel.as_int() > 0),
             MidiMessage::NoteOff { key, .. } => (key.as_int(), false),
@@ -72,7 +74,11 @@ fn track_notes(track: &[TrackEvent], ticks_per_quarter: u64) -> Vec<GridNote> {
         };
         if let Some(start) = sounding[key as usize].take() {
             let (start, end) = (to_step(start), to_step(tick));
-            notes.push(GridNote { start, end: end.max(start + 1), pitch: key });
+            notes.push(GridNote {
+                start,
+                end: end.max(start + 1),
+                pitch: key,
+            });
         }
         if on {
             sounding[key as usize] = Some(tick);
@@ -88,25 +94,40 @@ fn top_line(notes: &[GridNote], meter: Meter) -> Melody {
     let mut tokens = Vec::with_capacity((last - first) as usize);
     let mut current: Option<GridNote> = None;
     for step in first..last {
-        let starting = notes.iter().filter(|n| n.start == step).map(|n| n.pitch).max();
+        let starting = notes
+            .iter()
+            .filter(|n| n.start == step)
+            .map(|n| n.pitch)
+            .max();
         let still = current.filter(|n| n.end > step);
         let token = match (starting, still) {
             (Some(p), Some(s)) if p < s.pitch => Token::Hold,
             (Some(p), _) => {
-                current = notes.iter().find(|n| n.start == step && n.pitch == p).copied();
+                current = notes
+                    .iter()
+                    .find(|n| n.start == step && n.pitch == p)
+                    .copied();
                 Token::Note(fold_into_range(p))
             }
             (None, Some(_)) => Token::Hold,
             (None, None) => {
                 let was_rest = current.is_none();
                 current = None;
-                if was_rest && !tokens.is_empty() { Token::Hold } else { Token::Rest }
+                if was_rest && !tokens.is_empty() {
+                    Token::Hold
+                } else {
+                    Token::Rest
+                }
             }
         };
         tokens.push(token);
     }
     let first_step_in_bar = (first % meter.bar_steps as u64) as u32;
-    Melody { meter, first_step_in_bar, tokens }
+    Melody {
+        meter,
+        first_step_in_bar,
+        tokens,
+    }
 }
 
 /// A note to write: start and length in seconds.
@@ -143,12 +164,24 @@ pub fn write_notes(notes: &[TimedNote], bpm: f64, meter: Meter) -> Vec<u8> {
     let mut last = 0;
     for (tick, pitch, on, vel) in events {
         let message = if on {
-            MidiMessage::NoteOn { key: pitch.into(), vel: vel.into() }
+            MidiMessage::NoteOn {
+                key: pitch.into(),
+                vel: vel.into(),
+            }
         } else {
-            MidiMessage::NoteOff { key: pitch.into(), vel: 64.into() }
+            MidiMessage::NoteOff {
+                key: pitch.into(),
+                vel: 64.into(),
+            }
         };
         let delta = ((tick - last) as u32).into();
-        track.push(TrackEvent { delta, kind: TrackEventKind::Midi { channel: 0.into(), message } });
+        track.push(TrackEvent {
+            delta,
+            kind: TrackEventKind::Midi {
+                channel: 0.into(),
+                message,
+            },
+        });
         last = tick;
     }
     track.push(meta(0, MetaMessage::EndOfTrack));
@@ -157,12 +190,16 @@ pub fn write_notes(notes: &[TimedNote], bpm: f64, meter: Meter) -> Vec<u8> {
         tracks: vec![track],
     };
     let mut out = Vec::new();
-    smf.write_std(&mut out).expect("writing to a Vec cannot fail");
+    smf.write_std(&mut out)
+        .expect("writing to a Vec cannot fail");
     out
 }
 
 fn meta(delta: u32, message: MetaMessage<'static>) -> TrackEvent<'static> {
-    TrackEvent { delta: delta.into(), kind: TrackEventKind::Meta(message) }
+    TrackEvent {
+        delta: delta.into(),
+        kind: TrackEventKind::Meta(message),
+    }
 }
 
 fn signature_of(meter: Meter) -> (u8, u8) {
@@ -182,17 +219,47 @@ mod tests {
     fn written_notes_read_back_as_top_line() {
         let beat = 0.5; // one quarter at 120 BPM
         let notes = [
-            TimedNote { start: 0.0, length: beat, pitch: 60, velocity: 100 },
-            TimedNote { start: 0.0, length: beat, pitch: 55, velocity: 100 },
-            TimedNote { start: beat, length: beat / 2.0, pitch: 64, velocity: 100 },
-            TimedNote { start: 2.0 * beat, length: beat / 4.0, pitch: 67, velocity: 100 },
+            TimedNote {
+                start: 0.0,
+                length: beat,
+                pitch: 60,
+                velocity: 100,
+            },
+            TimedNote {
+                start: 0.0,
+                length: beat,
+                pitch: 55,
+                velocity: 100,
+            },
+            TimedNote {
+                start: beat,
+                length: beat / 2.0,
+                pitch: 64,
+                velocity: 100,
+            },
+            TimedNote {
+                start: 2.0 * beat,
+                length: beat / 4.0,
+                pitch: 67,
+                velocity: 100,
+            },
         ];
         let bytes = write_notes(&notes, 120.0, Meter::default());
         let melody = read_melody(&bytes).unwrap();
         use Token::*;
         assert_eq!(
             melody.tokens,
-            vec![Note(60), Hold, Hold, Hold, Note(64), Hold, Rest, Hold, Note(67)]
+            vec![
+                Note(60),
+                Hold,
+                Hold,
+                Hold,
+                Note(64),
+                Hold,
+                Rest,
+                Hold,
+                Note(67)
+            ]
         );
         assert_eq!(melody.meter, Meter::default());
     }

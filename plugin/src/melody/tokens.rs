@@ -37,7 +37,9 @@ impl Token {
         match self {
             Token::Hold => 0,
             Token::Rest => 1,
-            Token::Note(pitch) => 2 + (pitch.clamp(LOWEST_PITCH, HIGHEST_PITCH) - LOWEST_PITCH) as usize,
+            Token::Note(pitch) => {
+                2 + (pitch.clamp(LOWEST_PITCH, HIGHEST_PITCH) - LOWEST_PITCH) as usize
+            }
         }
     }
 
@@ -132,7 +134,11 @@ impl Melody {
             tokens.push(first);
             tokens.extend(std::iter::repeat_n(Token::Hold, steps as usize - 1));
         }
-        Melody { meter, first_step_in_bar, tokens }
+        Melody {
+            meter,
+            first_step_in_bar,
+            tokens,
+        }
     }
 
     /// The same melody moved by `semitones`, or `None` if a note leaves the range.
@@ -186,7 +192,11 @@ mod tests {
 
     #[test]
     fn events_become_grid_steps() {
-        let m = Melody::from_events(Meter::default(), 0, &[(Some(60), 2), (None, 1), (Some(62), 1)]);
+        let m = Melody::from_events(
+            Meter::default(),
+            0,
+            &[(Some(60), 2), (None, 1), (Some(62), 1)],
+        );
         assert_eq!(
             m.tokens,
             vec![Token::Note(60), Token::Hold, Token::Rest, Token::Note(62)]

@@ -23,11 +23,16 @@ impl KernelMatrix {
     fn new(m: &Matrix) -> Self {
         let weights = match m {
             Matrix::F32 { values, .. } => Weights::F32(values.clone()),
-            Matrix::Int8 { values, scales, .. } => {
-                Weights::Int8 { values: values.clone(), scales: scales.clone() }
-            }
+            Matrix::Int8 { values, scales, .. } => Weights::Int8 {
+                values: values.clone(),
+                scales: scales.clone(),
+            },
         };
-        KernelMatrix { rows: m.rows(), cols: m.cols(), weights }
+        KernelMatrix {
+            rows: m.rows(),
+            cols: m.cols(),
+            weights,
+        }
     }
 }
 
@@ -91,14 +96,39 @@ impl GruKernel {
         assert_eq!(y.len(), self.shape.output);
         for (index, layer) in self.layers.iter().enumerate() {
             let (below, rest) = state.split_at_mut(index * h);
-            let input: &[f32] = if index == 0 { x } else { &below[(index - 1) * h..] };
+            let input: &[f32] = if index == 0 {
+                x
+            } else {
+                &below[(index - 1) * h..]
+            };
             let hidden = &mut rest[..h];
-            product(self.fast, &layer.w_input, &layer.b_input, input, &mut self.scratch, &mut self.gates_input);
-            product(self.fast, &layer.w_hidden, &layer.b_hidden, hidden, &mut self.scratch, &mut self.gates_hidden);
+            product(
+                self.fast,
+                &layer.w_input,
+                &layer.b_input,
+                input,
+                &mut self.scratch,
+                &mut self.gates_input,
+            );
+            product(
+                self.fast,
+                &layer.w_hidden,
+                &layer.b_hidden,
+                hidden,
+                &mut self.scratch,
+                &mut self.gates_hidden,
+            );
             update_state(&self.gates_input, &self.gates_hidden, hidden);
         }
         let top = &state[(self.shape.layers - 1) * h..];
-        product(self.fast, &self.w_out, &self.b_out, top, &mut self.scratch, y);
+        product(
+            self.fast,
+            &self.w_out,
+            &self.b_out,
+            top,
+            &mut self.scratch,
+            y,
+        );
     }
 }
 
@@ -117,7 +147,14 @@ fn sigmoid(v: f32) -> f32 {
 }
 
 /// `out = bias + x W`.
-fn product(fast: bool, m: &KernelMatrix, bias: &[f32], x: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+fn product(
+    fast: bool,
+    m: &KernelMatrix,
+    bias: &[f32],
+    x: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     debug_assert_eq!(x.len(), m.rows);
     let out = &mut out[..m.cols];
     match &m.weights {
@@ -233,7 +270,9 @@ mod tests {
     pub fn test_net(input: usize, hidden: usize, layers: usize, output: usize) -> GruNet {
         let mut seed = 12345u64;
         let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.6
         };
         let mut matrix = |rows: usize, cols: usize| Matrix::F32 {
@@ -251,7 +290,11 @@ mod tests {
                 b_hidden: (0..3 * hidden).map(|i| (i % 3) as f32 * -0.01).collect(),
             });
         }
-        GruNet { layers: net_layers, w_out: matrix(hidden, output), b_out: vec![0.1; output] }
+        GruNet {
+            layers: net_layers,
+            w_out: matrix(hidden, output),
+            b_out: vec![0.1; output],
+        }
     }
 
     /// Straightforward scalar GRU step in f64, the reference for the kernels.
@@ -259,10 +302,17 @@ mod tests {
         let h = net.shape().hidden;
         let mut input: Vec<f64> = x.iter().map(|v| *v as f64).collect();
         for (l, layer) in net.layers.iter().enumerate() {
-            let prev: Vec<f64> = state[l * h..(l + 1) * h].iter().map(|v| *v as f64).collect();
+            let prev: Vec<f64> = state[l * h..(l + 1) * h]
+                .iter()
+                .map(|v| *v as f64)
+                .collect();
             let gate = |g: usize, i: usize, src: &[f64], m: &Matrix, b: &[f32]| -> f64 {
                 b[g * h + i] as f64
-                    + src.iter().enumerate().map(|(j, v)| v * m.get(j, g * h + i) as f64).sum::<f64>()
+                    + src
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| v * m.get(j, g * h + i) as f64)
+                        .sum::<f64>()
             };
             let mut next = vec![0.0; h];
             for i in 0..h {
@@ -273,7 +323,7 @@ mod tests {
                     + gate(1, i, &prev, &layer.w_hidden, &layer.b_hidden));
                 let n = (gate(2, i, &input, &layer.w_input, &layer.b_input)
                     + r * gate(2, i, &prev, &layer.w_hidden, &layer.b_hidden))
-                    .tanh();
+                .tanh();
                 next[i] = (1.0 - z) * n + z * prev[i];
             }
             for i in 0..h {
@@ -282,7 +332,11 @@ mod tests {
             input = next;
         }
         for (o, out) in y.iter_mut().enumerate() {
-            let sum: f64 = input.iter().enumerate().map(|(j, v)| v * net.w_out.get(j, o) as f64).sum();
+            let sum: f64 = input
+                .iter()
+                .enumerate()
+                .map(|(j, v)| v * net.w_out.get(j, o) as f64)
+                .sum();
             *out = (sum + net.b_out[o] as f64) as f32;
         }
     }
@@ -294,7 +348,9 @@ mod tests {
         let mut state_r = vec![0.0; shape.state()];
         let (mut y_k, mut y_r) = (vec![0.0; shape.output], vec![0.0; shape.output]);
         for t in 0..20 {
-            let x: Vec<f32> = (0..shape.input).map(|i| if (i + t) % 7 == 0 { 1.0 } else { 0.0 }).collect();
+            let x: Vec<f32> = (0..shape.input)
+                .map(|i| if (i + t) % 7 == 0 { 1.0 } else { 0.0 })
+                .collect();
             kernel.step(&x, &mut state_k, &mut y_k);
             reference_step(net, &x, &mut state_r, &mut y_r);
             for (a, b) in y_k.iter().zip(&y_r).chain(state_k.iter().zip(&state_r)) {

@@ -62,14 +62,21 @@ impl Matrix {
     pub fn get(&self, row: usize, col: usize) -> f32 {
         match self {
             Matrix::F32 { cols, values, .. } => values[row * cols + col],
-            Matrix::Int8 { cols, values, scales, .. } => values[row * cols + col] as f32 * scales[col],
+            Matrix::Int8 {
+                cols,
+                values,
+                scales,
+                ..
+            } => values[row * cols + col] as f32 * scales[col],
         }
     }
 
     /// The dequantized values, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let (rows, cols) = (self.rows(), self.cols());
-        (0..rows * cols).map(|i| self.get(i / cols, i % cols)).collect()
+        (0..rows * cols)
+            .map(|i| self.get(i / cols, i % cols))
+            .collect()
     }
 
     /// Quantizes to int8 with a calibrated scale per output column.
@@ -89,7 +96,12 @@ impl Matrix {
                 values[r * cols + col] = quantize(*w, scale);
             }
         }
-        Matrix::Int8 { rows, cols, values, scales }
+        Matrix::Int8 {
+            rows,
+            cols,
+            values,
+            scales,
+        }
     }
 }
 
@@ -108,7 +120,11 @@ pub fn calibrate_scale(column: &[f32]) -> f32 {
         return 0.0;
     }
     let error = |scale: f32| -> f64 {
-        column.iter().map(|w| (*w - quantize(*w, scale) as f32 * scale) as f64).map(|e| e * e).sum()
+        column
+            .iter()
+            .map(|w| (*w - quantize(*w, scale) as f32 * scale) as f64)
+            .map(|e| e * e)
+            .sum()
     };
     (50..=100)
         .map(|percent| max * percent as f32 / 100.0 / 127.0)
@@ -196,9 +212,16 @@ impl GruNet {
 
     /// Bytes of the weights as stored.
     pub fn bytes(&self) -> usize {
-        let biases: usize = self.layers.iter().map(|l| l.b_input.len() + l.b_hidden.len()).sum();
-        let matrices: usize =
-            self.layers.iter().map(|l| l.w_input.bytes() + l.w_hidden.bytes()).sum();
+        let biases: usize = self
+            .layers
+            .iter()
+            .map(|l| l.b_input.len() + l.b_hidden.len())
+            .sum();
+        let matrices: usize = self
+            .layers
+            .iter()
+            .map(|l| l.w_input.bytes() + l.w_hidden.bytes())
+            .sum();
         matrices + self.w_out.bytes() + (biases + self.b_out.len()) * 4
     }
 
@@ -221,7 +244,9 @@ impl GruNet {
 
     /// Checks that all sizes agree; the loader calls this on untrusted files.
     pub fn validate(&self) -> Result<(), &'static str> {
-        let Some(first) = self.layers.first() else { return Err("no layers") };
+        let Some(first) = self.layers.first() else {
+            return Err("no layers");
+        };
         let h = first.hidden();
         if h == 0 {
             return Err("zero hidden units");
@@ -251,10 +276,18 @@ mod tests {
 
     #[test]
     fn int8_scales_round_trip_within_half_a_step() {
-        let values: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-        let m = Matrix::F32 { rows: 16, cols: 4, values };
+        let values: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let m = Matrix::F32 {
+            rows: 16,
+            cols: 4,
+            values,
+        };
         let q = m.quantize_int8();
-        let Matrix::Int8 { scales, .. } = &q else { panic!() };
+        let Matrix::Int8 { scales, .. } = &q else {
+            panic!()
+        };
         for r in 0..16 {
             for c in 0..4 {
                 let err = (m.get(r, c) - q.get(r, c)).abs();
@@ -268,11 +301,15 @@ mod tests {
     #[test]
     fn calibrated_scale_never_loses_to_max_abs() {
         let error = |column: &[f32], scale: f32| -> f64 {
-            column.iter().map(|w| (*w - quantize(*w, scale) as f32 * scale).powi(2) as f64).sum()
+            column
+                .iter()
+                .map(|w| (*w - quantize(*w, scale) as f32 * scale).powi(2) as f64)
+                .sum()
         };
         for spread in [1usize, 3, 10, 40] {
-            let mut column: Vec<f32> =
-                (0..2000).map(|i| (((i * 7919) % 2001) as f32 / 1000.0 - 1.0).powi(3)).collect();
+            let mut column: Vec<f32> = (0..2000)
+                .map(|i| (((i * 7919) % 2001) as f32 / 1000.0 - 1.0).powi(3))
+                .collect();
             column.push(spread as f32);
             let max = column.iter().fold(0f32, |m, w| m.max(w.abs()));
             let calibrated = calibrate_scale(&column);

@@ -91,13 +91,19 @@ pub fn export(net: &GruNet, metadata: &[(&str, String)]) -> Vec<u8> {
 
     let model = pb::ModelProto {
         ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         producer_name: "wren".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph.finish()),
         metadata_props: metadata
             .iter()
-            .map(|(k, v)| pb::StringStringEntryProto { key: k.to_string(), value: v.clone() })
+            .map(|(k, v)| pb::StringStringEntryProto {
+                key: k.to_string(),
+                value: v.clone(),
+            })
             .collect(),
         ..Default::default()
     };
@@ -128,10 +134,16 @@ impl GraphBuilder {
         let shape = pb::TensorShapeProto {
             dim: dims
                 .iter()
-                .map(|d| Dimension { value: Some(Value::DimValue(*d)), ..Default::default() })
+                .map(|d| Dimension {
+                    value: Some(Value::DimValue(*d)),
+                    ..Default::default()
+                })
                 .collect(),
         };
-        let tensor = pb::type_proto::Tensor { elem_type: FLOAT, shape: Some(shape) };
+        let tensor = pb::type_proto::Tensor {
+            elem_type: FLOAT,
+            shape: Some(shape),
+        };
         let info = pb::ValueInfoProto {
             name: name.into(),
             r#type: Some(pb::TypeProto {
@@ -140,7 +152,11 @@ impl GraphBuilder {
             }),
             ..Default::default()
         };
-        if input { self.inputs.push(info) } else { self.outputs.push(info) }
+        if input {
+            self.inputs.push(info)
+        } else {
+            self.outputs.push(info)
+        }
     }
 
     fn tensor(&mut self, name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> String {
@@ -234,7 +250,10 @@ pub struct Decoded {
 /// Reads the weights of a step model written by [`export`].
 pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     if bytes.len() > MAX_MODEL_BYTES {
-        return Err(contract(format!("file of {} bytes is over the limit", bytes.len())));
+        return Err(contract(format!(
+            "file of {} bytes is over the limit",
+            bytes.len()
+        )));
     }
     let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Decode(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or_else(|| contract("no graph"))?;
@@ -242,19 +261,32 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     let matrix = |name: &str| -> Result<Matrix, ModelError> {
         if let Some(t) = find(name) {
             let (rows, cols) = dims2(t)?;
-            return Ok(Matrix::F32 { rows, cols, values: floats(t, rows * cols)? });
+            return Ok(Matrix::F32 {
+                rows,
+                cols,
+                values: floats(t, rows * cols)?,
+            });
         }
         let q = find(&format!("{name}.q")).ok_or_else(|| contract(format!("no weight {name}")))?;
         let (rows, cols) = dims2(q)?;
         if q.data_type != INT8 || q.raw_data.len() != rows * cols {
             return Err(contract(format!("{name}.q is not raw int8 of its shape")));
         }
-        let scale = find(&format!("{name}.scale")).ok_or_else(|| contract(format!("no {name}.scale")))?;
+        let scale =
+            find(&format!("{name}.scale")).ok_or_else(|| contract(format!("no {name}.scale")))?;
         let values = q.raw_data.iter().map(|b| *b as i8).collect();
-        Ok(Matrix::Int8 { rows, cols, values, scales: floats(scale, cols)? })
+        Ok(Matrix::Int8 {
+            rows,
+            cols,
+            values,
+            scales: floats(scale, cols)?,
+        })
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
-        floats(find(name).ok_or_else(|| contract(format!("no bias {name}")))?, len)
+        floats(
+            find(name).ok_or_else(|| contract(format!("no bias {name}")))?,
+            len,
+        )
     };
     let mut layers = Vec::new();
     for k in 0.. {
@@ -274,21 +306,33 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     }
     let w_out = matrix("out.w")?;
     let b_out = vector("out.b", w_out.cols())?;
-    let net = GruNet { layers, w_out, b_out };
+    let net = GruNet {
+        layers,
+        w_out,
+        b_out,
+    };
     net.validate().map_err(contract)?;
     check_io(graph, net.shape())?;
-    let metadata = model.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+    let metadata = model
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
     Ok(Decoded { net, metadata })
 }
 
 fn dims2(t: &pb::TensorProto) -> Result<(usize, usize), ModelError> {
     match t.dims[..] {
-        [rows, cols] if (1..=MAX_DIMENSION as i64).contains(&rows)
-            && (1..=MAX_DIMENSION as i64).contains(&cols) =>
+        [rows, cols]
+            if (1..=MAX_DIMENSION as i64).contains(&rows)
+                && (1..=MAX_DIMENSION as i64).contains(&cols) =>
         {
             Ok((rows as usize, cols as usize))
         }
-        _ => Err(contract(format!("{} must be a matrix of sane size", t.name))),
+        _ => Err(contract(format!(
+            "{} must be a matrix of sane size",
+            t.name
+        ))),
     }
 }
 
@@ -296,12 +340,19 @@ fn floats(t: &pb::TensorProto, len: usize) -> Result<Vec<f32>, ModelError> {
     let values: Vec<f32> = if t.data_type != FLOAT {
         return Err(contract(format!("{} is not float", t.name)));
     } else if !t.raw_data.is_empty() {
-        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         t.float_data.clone()
     };
     if values.len() != len || t.dims.iter().product::<i64>() != len as i64 {
-        return Err(contract(format!("{} has {} values, expected {len}", t.name, values.len())));
+        return Err(contract(format!(
+            "{} has {} values, expected {len}",
+            t.name,
+            values.len()
+        )));
     }
     if values.iter().any(|v| !v.is_finite()) {
         return Err(contract(format!("{} holds NaN or infinite values", t.name)));
@@ -315,23 +366,40 @@ fn check_io(graph: &pb::GraphProto, shape: Shape) -> Result<(), ModelError> {
         if t.elem_type != FLOAT {
             return None;
         }
-        t.shape.as_ref()?.dim.iter().map(|d| match d.value {
-            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-            _ => None,
-        }).collect()
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect()
     };
-    let expect = |list: &[pb::ValueInfoProto], names: [(&str, usize); 2]| -> Result<(), ModelError> {
-        for (name, width) in names {
-            let info = list.iter().find(|i| i.name == name).ok_or_else(|| contract(format!("no {name}")))?;
-            if dims(info) != Some(vec![1, width as i64]) {
-                return Err(contract(format!("{name} must be f32 [1, {width}]")));
+    let expect =
+        |list: &[pb::ValueInfoProto], names: [(&str, usize); 2]| -> Result<(), ModelError> {
+            for (name, width) in names {
+                let info = list
+                    .iter()
+                    .find(|i| i.name == name)
+                    .ok_or_else(|| contract(format!("no {name}")))?;
+                if dims(info) != Some(vec![1, width as i64]) {
+                    return Err(contract(format!("{name} must be f32 [1, {width}]")));
+                }
             }
-        }
-        Ok(())
-    };
-    let inputs: Vec<_> = graph.input.iter().filter(|i| i.name == "x" || i.name == "h").cloned().collect();
+            Ok(())
+        };
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| i.name == "x" || i.name == "h")
+        .cloned()
+        .collect();
     expect(&inputs, [("x", shape.input), ("h", shape.state())])?;
-    expect(&graph.output, [("y", shape.output), ("h_next", shape.state())])
+    expect(
+        &graph.output,
+        [("y", shape.output), ("h_next", shape.state())],
+    )
 }
 
 /// A step model running under tract: the reference the kernels are checked against.
@@ -363,9 +431,22 @@ impl TractStep {
             .map_err(|e| ModelError::Tract(e.to_string()))?;
         let h = tract_ndarray::Array2::from_shape_vec((1, self.shape.state()), state.to_vec())
             .map_err(|e| ModelError::Tract(e.to_string()))?;
-        let out = self.plan.run(tvec!(x.into_tvalue(), h.into_tvalue())).map_err(tract)?;
-        let y = out[0].to_plain_array_view::<f32>().map_err(tract)?.iter().copied().collect();
-        let next = out[1].to_plain_array_view::<f32>().map_err(tract)?.iter().copied().collect();
+        let out = self
+            .plan
+            .run(tvec!(x.into_tvalue(), h.into_tvalue()))
+            .map_err(tract)?;
+        let y = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(tract)?
+            .iter()
+            .copied()
+            .collect();
+        let next = out[1]
+            .to_plain_array_view::<f32>()
+            .map_err(tract)?
+            .iter()
+            .copied()
+            .collect();
         Ok((y, next))
     }
 }
@@ -379,7 +460,9 @@ mod tests {
         let matrix = |rows: usize, cols: usize, salt: usize| Matrix::F32 {
             rows,
             cols,
-            values: (0..rows * cols).map(|i| (((i * 31 + salt) % 17) as f32 - 8.0) * 0.05).collect(),
+            values: (0..rows * cols)
+                .map(|i| (((i * 31 + salt) % 17) as f32 - 8.0) * 0.05)
+                .collect(),
         };
         let layer = |input: usize, salt: usize| GruLayer {
             w_input: matrix(input, 24, salt),
@@ -387,7 +470,11 @@ mod tests {
             b_input: vec![0.01; 24],
             b_hidden: vec![-0.02; 24],
         };
-        GruNet { layers: vec![layer(6, 0), layer(8, 3)], w_out: matrix(8, 5, 7), b_out: vec![0.5; 5] }
+        GruNet {
+            layers: vec![layer(6, 0), layer(8, 3)],
+            w_out: matrix(8, 5, 7),
+            b_out: vec![0.5; 5],
+        }
     }
 
     #[test]
@@ -396,7 +483,10 @@ mod tests {
             let bytes = export(&net, &[("role", "test".into())]);
             let decoded = import(&bytes).unwrap();
             assert_eq!(decoded.net, net);
-            assert_eq!(decoded.metadata, vec![("role".to_string(), "test".to_string())]);
+            assert_eq!(
+                decoded.metadata,
+                vec![("role".to_string(), "test".to_string())]
+            );
             let tract = TractStep::load(&bytes, net.shape()).unwrap();
             let mut kernel = GruKernel::new(&net);
             let mut state = vec![0.0; 16];
@@ -414,7 +504,10 @@ mod tests {
 
     #[test]
     fn garbage_and_broken_contracts_are_refused() {
-        assert!(matches!(import(b"\x00\x01garbage"), Err(ModelError::Decode(_)) | Err(ModelError::Contract(_))));
+        assert!(matches!(
+            import(b"\x00\x01garbage"),
+            Err(ModelError::Decode(_)) | Err(ModelError::Contract(_))
+        ));
         assert!(import(&[]).is_err());
         let bytes = export(&small_net(), &[]);
         for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
@@ -424,6 +517,9 @@ mod tests {
         if let Matrix::F32 { values, .. } = &mut nan.layers[0].w_input {
             values[3] = f32::NAN;
         }
-        assert!(matches!(import(&export(&nan, &[])), Err(ModelError::Contract(_))));
+        assert!(matches!(
+            import(&export(&nan, &[])),
+            Err(ModelError::Contract(_))
+        ));
     }
 }

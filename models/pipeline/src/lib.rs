@@ -1,0 +1,8 @@
+//! Wren's offline model pipeline: from the melody dataset to shipped,
+//! measured, compressed step models.
+
+pub mod batches;
+pub mod melody;
+pub mod net;
+pub mod progress;
+pub mod train;

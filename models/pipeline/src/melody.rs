@@ -1,0 +1,462 @@
+//! The melody pipeline: baseline, teacher, students, distillation, int8,
+//! evaluation and export, each stage cached under a work folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use wren::melody::dataset::{file_sha256, read_dataset, Split, Tune};
+use wren::melody::ngram::NGram;
+use wren::melody::tokens::{Melody, INPUT_SIZE, VOCAB};
+use wren::model::manifest::{Compression, DataRecord, Manifest, ModelEntry};
+use wren::model::{onnx, GruNet};
+
+use crate::batches::{full_batch, TRANSPOSITIONS};
+use crate::net::MelodyNet;
+use crate::train::{evaluate, train, Distill, TrainConfig};
+
+/// Sizes and lengths of one pipeline run.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// The dataset file.
+    pub dataset: PathBuf,
+    /// Where shipped models, manifest and golden files go.
+    pub out_dir: PathBuf,
+    /// Where intermediate checkpoints go.
+    pub work_dir: PathBuf,
+    /// Teacher size `(hidden, layers)`.
+    pub teacher: (usize, usize),
+    /// Student size `(hidden, layers)`.
+    pub student: (usize, usize),
+    /// Optimizer steps for the teacher.
+    pub teacher_steps: usize,
+    /// Optimizer steps for each student.
+    pub student_steps: usize,
+    /// Distillation grid: `(alpha, temperature)` pairs tried on valid.
+    pub distill_grid: Vec<(f64, f64)>,
+    /// Highest n-gram order tried.
+    pub max_order: usize,
+    /// Seed of every run.
+    pub seed: u64,
+    /// Use only every `n`-th tune (1 = all); for quick runs.
+    pub subsample: usize,
+    /// The command line that produced the run, for the manifest.
+    pub command: String,
+}
+
+impl PipelineConfig {
+    /// The shipped configuration.
+    pub fn full(command: String) -> PipelineConfig {
+        PipelineConfig {
+            dataset: "models/data/melodies.tsv.gz".into(),
+            out_dir: "models".into(),
+            work_dir: "models/work".into(),
+            teacher: (512, 2),
+            student: (144, 2),
+            teacher_steps: 1600,
+            student_steps: 1200,
+            distill_grid: vec![(0.5, 2.0), (0.2, 2.0)],
+            max_order: 8,
+            seed: 7,
+            subsample: 1,
+            command,
+        }
+    }
+
+    /// A run small enough for CI: the whole pipeline on a sliver of data.
+    pub fn tiny(command: String, out_dir: PathBuf) -> PipelineConfig {
+        PipelineConfig {
+            work_dir: out_dir.join("work"),
+            out_dir,
+            teacher: (32, 2),
+            student: (8, 2),
+            teacher_steps: 30,
+            student_steps: 20,
+            distill_grid: vec![(0.5, 2.0)],
+            max_order: 3,
+            subsample: 20,
+            ..PipelineConfig::full(command)
+        }
+    }
+}
+
+struct Data {
+    train: Vec<Melody>,
+    valid: Vec<Melody>,
+    test: Vec<Melody>,
+    record: DataRecord,
+}
+
+fn refs(set: &[Melody]) -> Vec<&Melody> {
+    set.iter().collect()
+}
+
+fn load_data(config: &PipelineConfig) -> Result<Data> {
+    let tunes = read_dataset(&config.dataset)?;
+    let tunes: Vec<Tune> = tunes.into_iter().step_by(config.subsample.max(1)).collect();
+    let pick = |split: Split| -> Vec<Melody> {
+        tunes
+            .iter()
+            .filter(|t| t.split == split)
+            .map(|t| t.melody.clone())
+            .collect()
+    };
+    let (train, valid, test) = (pick(Split::Train), pick(Split::Valid), pick(Split::Test));
+    let mut tune_counts = BTreeMap::new();
+    let mut step_counts = BTreeMap::new();
+    for (name, set) in [("train", &train), ("valid", &valid), ("test", &test)] {
+        tune_counts.insert(name.to_string(), set.len());
+        step_counts.insert(name.to_string(), set.iter().map(|m| m.tokens.len()).sum());
+    }
+    for tune in &tunes {
+        *tune_counts
+            .entry(format!("source:{}", tune.source))
+            .or_default() += 1;
+    }
+    let record = DataRecord {
+        file: config.dataset.display().to_string(),
+        sha256: file_sha256(&config.dataset)?,
+        tunes: tune_counts,
+        steps: step_counts,
+    };
+    Ok(Data {
+        train,
+        valid,
+        test,
+        record,
+    })
+}
+
+/// Runs every stage and writes models, manifest and golden files.
+pub fn run(config: &PipelineConfig) -> Result<()> {
+    std::fs::create_dir_all(&config.work_dir)?;
+    std::fs::create_dir_all(config.out_dir.join("golden"))?;
+    let device = Device::Cpu;
+    let data = load_data(config)?;
+    eprintln!(
+        "data: {:?} tunes, {:?} steps",
+        data.record.tunes, data.record.steps
+    );
+    let (train_set, valid_set, test_set) = (refs(&data.train), refs(&data.valid), refs(&data.test));
+
+    let teacher_config = train_config(config, config.teacher, config.teacher_steps, 0.1);
+    let teacher = cached(config, "melody-teacher", || {
+        train(
+            "teacher",
+            &teacher_config,
+            None,
+            &train_set,
+            &valid_set,
+            &device,
+        )
+    })?;
+    let teacher_net = MelodyNet::from_gru_net(&teacher.net, &device)?;
+
+    let student_config = train_config(config, config.student, config.student_steps, 0.0);
+    let alone = cached(config, "melody-student-alone", || {
+        train(
+            "student alone",
+            &student_config,
+            None,
+            &train_set,
+            &valid_set,
+            &device,
+        )
+    })?;
+    let mut candidates = Vec::new();
+    for &(alpha, temperature) in &config.distill_grid {
+        let name = format!("melody-student-a{alpha}-t{temperature}");
+        let distill = Distill {
+            teacher: &teacher_net,
+            alpha,
+            temperature,
+        };
+        let label = format!("student a={alpha} T={temperature}");
+        let run = cached(config, &name, || {
+            train(
+                &label,
+                &student_config,
+                Some(distill),
+                &train_set,
+                &valid_set,
+                &device,
+            )
+        })?;
+        eprintln!("{label}: valid NLL {:.4}", run.valid_nll);
+        candidates.push((alpha, temperature, run));
+    }
+    let (alpha, temperature, student) = candidates
+        .into_iter()
+        .min_by(|a, b| a.2.valid_nll.total_cmp(&b.2.valid_nll))
+        .context("the distillation grid is empty")?;
+    let int8 = student.net.quantized();
+
+    let mut manifest = Manifest::default();
+    manifest
+        .baselines
+        .insert("ngram".into(), baseline(config, &data)?);
+
+    let settings = |c: &TrainConfig, extra: &[(&str, String)]| -> BTreeMap<String, String> {
+        let mut map = BTreeMap::from([
+            ("seed".to_string(), c.seed.to_string()),
+            ("optimizer_steps".to_string(), c.steps.to_string()),
+            ("batch".to_string(), format!("{}x{}", c.batch, c.window)),
+            ("learning_rate".to_string(), c.learning_rate.to_string()),
+            ("dropout".to_string(), c.dropout.to_string()),
+            (
+                "augmentation".to_string(),
+                format!("transposition {:?}", TRANSPOSITIONS),
+            ),
+        ]);
+        map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        map
+    };
+    let distilled = [
+        ("distill_alpha", alpha.to_string()),
+        ("distill_temperature", temperature.to_string()),
+    ];
+    let variants: [(&str, &GruNet, Option<&str>, BTreeMap<String, String>, f64); 4] = [
+        (
+            "melody-teacher",
+            &teacher.net,
+            None,
+            settings(&teacher_config, &[]),
+            teacher.valid_nll,
+        ),
+        (
+            "melody-student-alone",
+            &alone.net,
+            None,
+            settings(&student_config, &[]),
+            alone.valid_nll,
+        ),
+        (
+            "melody-student",
+            &student.net,
+            Some("melody-teacher"),
+            settings(&student_config, &distilled),
+            student.valid_nll,
+        ),
+        (
+            "melody-student-int8",
+            &int8,
+            Some("melody-teacher"),
+            settings(
+                &student_config,
+                &[
+                    &distilled[..],
+                    &[("int8", "per-channel, MSE-calibrated".into())],
+                ]
+                .concat(),
+            ),
+            f64::NAN,
+        ),
+    ];
+    let mut student_nll = None;
+    for (name, net, teacher_name, training, valid_nll) in variants {
+        let candle_net = MelodyNet::from_gru_net(net, &device)?;
+        let (test_nll, test_acc) = evaluate(&candle_net, &test_set, &device)?;
+        let mut metrics = BTreeMap::from([
+            ("test_nll".into(), test_nll),
+            ("test_accuracy".into(), test_acc),
+        ]);
+        let valid_nll = if valid_nll.is_nan() {
+            evaluate(&candle_net, &valid_set, &device)?.0
+        } else {
+            valid_nll
+        };
+        metrics.insert("valid_nll".into(), valid_nll);
+        if name == "melody-student" {
+            student_nll = Some(test_nll);
+        }
+        if let (Some(f32_nll), true) = (student_nll, name.ends_with("int8")) {
+            metrics.insert("test_nll_change_vs_f32".into(), test_nll / f32_nll - 1.0);
+        }
+        eprintln!("{name}: test NLL {test_nll:.4} nats/step, accuracy {test_acc:.4}");
+        let entry = write_model(config, name, net, teacher_name, training, metrics, &data)?;
+        write_golden(config, name, &candle_net, &data.test, &device)?;
+        manifest.upsert(entry);
+    }
+    let path = config.out_dir.join("manifest.json");
+    std::fs::write(&path, manifest.to_json())
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn train_config(
+    config: &PipelineConfig,
+    size: (usize, usize),
+    steps: usize,
+    dropout: f32,
+) -> TrainConfig {
+    TrainConfig {
+        hidden: size.0,
+        layers: size.1,
+        steps,
+        batch: 32,
+        window: 64,
+        learning_rate: 3e-3,
+        dropout,
+        seed: config.seed,
+        eval_every: (steps / 6).max(1),
+    }
+}
+
+/// Loads a stage's checkpoint from the work folder, or runs the stage and saves it.
+fn cached(
+    config: &PipelineConfig,
+    name: &str,
+    stage: impl FnOnce() -> candle_core::Result<crate::train::Trained>,
+) -> Result<crate::train::Trained> {
+    let path = config.work_dir.join(format!("{name}.onnx"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        let decoded =
+            onnx::import(&bytes).with_context(|| format!("reading {}", path.display()))?;
+        let meta: BTreeMap<_, _> = decoded.metadata.into_iter().collect();
+        let number = |k: &str| meta.get(k).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        eprintln!("{name}: reusing {}", path.display());
+        return Ok(crate::train::Trained {
+            net: decoded.net,
+            valid_nll: number("valid_nll"),
+            best_step: number("best_step") as usize,
+            seconds: number("seconds"),
+        });
+    }
+    let trained = stage()?;
+    let meta = [
+        ("valid_nll", trained.valid_nll.to_string()),
+        ("best_step", trained.best_step.to_string()),
+        ("seconds", trained.seconds.to_string()),
+    ];
+    std::fs::write(&path, onnx::export(&trained.net, &meta))?;
+    Ok(trained)
+}
+
+fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64>> {
+    let augmented: Vec<Melody> = data
+        .train
+        .iter()
+        .flat_map(|m| TRANSPOSITIONS.filter_map(move |s| m.transposed(s)))
+        .collect();
+    let mut best: Option<(f64, NGram)> = None;
+    for with_position in [false, true] {
+        for order in 1..=config.max_order {
+            let model = NGram::train(order, with_position, augmented.iter());
+            let (nll, acc) = model.evaluate(data.valid.iter());
+            eprintln!(
+                "n-gram order {order} position {with_position}: valid NLL {nll:.4} acc {acc:.3}"
+            );
+            if best.as_ref().is_none_or(|b| nll < b.0) {
+                best = Some((nll, model));
+            }
+        }
+    }
+    let (valid_nll, model) = best.context("no n-gram was trained")?;
+    let (test_nll, test_acc) = model.evaluate(data.test.iter());
+    eprintln!(
+        "n-gram: order {} (position {}), test NLL {test_nll:.4}, accuracy {test_acc:.4}",
+        model.order(),
+        model.with_position()
+    );
+    Ok(BTreeMap::from([
+        ("order".into(), model.order() as f64),
+        ("with_position".into(), model.with_position() as u8 as f64),
+        ("valid_nll".into(), valid_nll),
+        ("test_nll".into(), test_nll),
+        ("test_accuracy".into(), test_acc),
+    ]))
+}
+
+fn write_model(
+    config: &PipelineConfig,
+    name: &str,
+    net: &GruNet,
+    teacher: Option<&str>,
+    training: BTreeMap<String, String>,
+    metrics: BTreeMap<String, f64>,
+    data: &Data,
+) -> Result<ModelEntry> {
+    let file = format!("{name}.onnx");
+    let int8 = name.ends_with("int8");
+    let bytes = onnx::export(net, &[("role", "melody".into()), ("name", name.into())]);
+    let path = config.out_dir.join(&file);
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(ModelEntry {
+        name: name.into(),
+        role: "melody".into(),
+        file,
+        shape: net.shape(),
+        parameters: net.parameters(),
+        weight_bytes: net.bytes(),
+        file_bytes: bytes.len(),
+        compression: Compression {
+            precision: if int8 { "int8" } else { "f32" }.into(),
+            distilled: teacher.is_some(),
+            sparsity: 0.0,
+            rank: None,
+        },
+        teacher: teacher.map(str::to_string),
+        data: data.record.clone(),
+        command: config.command.clone(),
+        training,
+        metrics,
+        sha256: file_sha256(&path)?,
+    })
+}
+
+/// Golden outputs of the training code on a stored input sequence.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Golden {
+    /// The model's name.
+    pub model: String,
+    /// Input vectors, one per step, each of the input width.
+    pub inputs: Vec<Vec<f32>>,
+    /// Logits the training code computed for each step.
+    pub outputs: Vec<Vec<f32>>,
+}
+
+fn write_golden(
+    config: &PipelineConfig,
+    name: &str,
+    net: &MelodyNet,
+    test: &[Melody],
+    device: &Device,
+) -> Result<()> {
+    let melody = test
+        .iter()
+        .find(|m| m.tokens.len() >= 48)
+        .or(test.first())
+        .context("no test tune")?;
+    let steps = melody.tokens.len().min(48);
+    let window = Melody {
+        tokens: melody.tokens[..steps].to_vec(),
+        ..melody.clone()
+    };
+    let batch = full_batch(&[&window]);
+    let logits: Vec<Vec<f32>> = net.forward(&batch, None, device)?.to_vec2()?;
+    let inputs = (0..steps)
+        .map(|i| {
+            let mut x = vec![0.0; INPUT_SIZE];
+            x[batch.previous[i] as usize] = 1.0;
+            x[batch.position[i] as usize] = 1.0;
+            x[batch.meter[i] as usize] = 1.0;
+            x
+        })
+        .collect();
+    debug_assert!(logits.iter().all(|l| l.len() == VOCAB));
+    let golden = Golden {
+        model: name.into(),
+        inputs,
+        outputs: logits,
+    };
+    let path = config.out_dir.join("golden").join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string(&golden)?)?;
+    Ok(())
+}
+
+/// The default work folder beside a models folder.
+pub fn work_dir(models: &Path) -> PathBuf {
+    models.join("work")
+}

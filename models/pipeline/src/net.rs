@@ -1,0 +1,249 @@
+//! The GRU melody network in candle, for training.
+//!
+//! Same parameterization as `wren::model::GruNet`: input-major matrices
+//! `x W`, gates reset, update, candidate, so trained weights export as they
+//! are.
+
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+
+use candle_nn::ops::{log_softmax, sigmoid};
+use wren::melody::tokens::{INPUT_SIZE, VOCAB};
+use wren::model::{GruLayer, GruNet, Matrix};
+
+use crate::batches::{Batch, Rng};
+
+/// Trainable weights of one layer.
+pub struct LayerVars {
+    w_input: Var,
+    w_hidden: Var,
+    b_input: Var,
+    b_hidden: Var,
+}
+
+/// A trainable GRU melody network.
+pub struct MelodyNet {
+    /// Units per layer.
+    pub hidden: usize,
+    layers: Vec<LayerVars>,
+    w_out: Var,
+    b_out: Var,
+}
+
+fn uniform(rows: usize, cols: usize, bound: f64, rng: &mut Rng, device: &Device) -> Result<Var> {
+    let shape: Vec<usize> = if rows == 1 {
+        vec![cols]
+    } else {
+        vec![rows, cols]
+    };
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
+        .collect();
+    Var::from_tensor(&Tensor::from_vec(values, shape, device)?)
+}
+
+impl MelodyNet {
+    /// A freshly initialized network (uniform in `1/sqrt(H)`, as is usual for GRUs).
+    pub fn new(hidden: usize, layers: usize, seed: u64, device: &Device) -> Result<MelodyNet> {
+        let rng = &mut Rng::new(seed);
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let mut vars = Vec::new();
+        for k in 0..layers {
+            let input = if k == 0 { INPUT_SIZE } else { hidden };
+            vars.push(LayerVars {
+                w_input: uniform(input, 3 * hidden, bound, rng, device)?,
+                w_hidden: uniform(hidden, 3 * hidden, bound, rng, device)?,
+                b_input: uniform(1, 3 * hidden, bound, rng, device)?,
+                b_hidden: uniform(1, 3 * hidden, bound, rng, device)?,
+            });
+        }
+        Ok(MelodyNet {
+            hidden,
+            layers: vars,
+            w_out: uniform(hidden, VOCAB, bound, rng, device)?,
+            b_out: uniform(1, VOCAB, bound, rng, device)?,
+        })
+    }
+
+    /// Every trainable variable.
+    pub fn vars(&self) -> Vec<Var> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            out.extend([&l.w_input, &l.w_hidden, &l.b_input, &l.b_hidden].map(|v| v.clone()));
+        }
+        out.push(self.w_out.clone());
+        out.push(self.b_out.clone());
+        out
+    }
+
+    /// Logits `[batch * len, VOCAB]` for a batch; `dropout` applies between layers.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        dropout: Option<(f32, &mut Rng)>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let mut dropout = dropout;
+        let (b, t, h) = (batch.batch, batch.len, self.hidden);
+        let index = |v: &[u32]| Tensor::from_slice(v, b * t, device);
+        let w0 = self.layers[0].w_input.as_tensor();
+        let mut projected = w0
+            .index_select(&index(&batch.previous)?, 0)?
+            .add(&w0.index_select(&index(&batch.position)?, 0)?)?
+            .add(&w0.index_select(&index(&batch.meter)?, 0)?)?
+            .broadcast_add(self.layers[0].b_input.as_tensor())?
+            .reshape((b, t, 3 * h))?;
+        let mut outputs = Tensor::zeros((b, t, h), DType::F32, device)?;
+        for (k, layer) in self.layers.iter().enumerate() {
+            if k > 0 {
+                let input = drop(&outputs, &mut dropout)?.reshape((b * t, h))?;
+                projected = input
+                    .matmul(layer.w_input.as_tensor())?
+                    .broadcast_add(layer.b_input.as_tensor())?
+                    .reshape((b, t, 3 * h))?;
+            }
+            outputs = self.run_layer(layer, &projected, device)?;
+        }
+        drop(&outputs, &mut dropout)?
+            .reshape((b * t, h))?
+            .matmul(self.w_out.as_tensor())?
+            .broadcast_add(self.b_out.as_tensor())
+    }
+
+    fn run_layer(&self, layer: &LayerVars, projected: &Tensor, device: &Device) -> Result<Tensor> {
+        let (b, t, _) = projected.dims3()?;
+        let h = self.hidden;
+        let mut state = Tensor::zeros((b, h), DType::F32, device)?;
+        let mut states = Vec::with_capacity(t);
+        for step in 0..t {
+            let gi = projected.narrow(1, step, 1)?.squeeze(1)?;
+            let gh = state
+                .matmul(layer.w_hidden.as_tensor())?
+                .broadcast_add(layer.b_hidden.as_tensor())?;
+            let r = sigmoid(&(gi.narrow(1, 0, h)? + gh.narrow(1, 0, h)?)?)?;
+            let z = sigmoid(&(gi.narrow(1, h, h)? + gh.narrow(1, h, h)?)?)?;
+            let n = (gi.narrow(1, 2 * h, h)? + r.mul(&gh.narrow(1, 2 * h, h)?)?)?.tanh()?;
+            state = (&n + z.mul(&(state - &n)?)?)?;
+            states.push(state.clone());
+        }
+        Tensor::stack(&states, 1)
+    }
+
+    /// The weights as a `wren` step model.
+    pub fn to_gru_net(&self) -> Result<GruNet> {
+        let matrix = |v: &Var| -> Result<Matrix> {
+            let (rows, cols) = v.as_tensor().dims2()?;
+            Ok(Matrix::F32 {
+                rows,
+                cols,
+                values: v.as_tensor().flatten_all()?.to_vec1()?,
+            })
+        };
+        let vector = |v: &Var| v.as_tensor().to_vec1::<f32>();
+        let mut layers = Vec::new();
+        for l in &self.layers {
+            layers.push(GruLayer {
+                w_input: matrix(&l.w_input)?,
+                w_hidden: matrix(&l.w_hidden)?,
+                b_input: vector(&l.b_input)?,
+                b_hidden: vector(&l.b_hidden)?,
+            });
+        }
+        Ok(GruNet {
+            layers,
+            w_out: matrix(&self.w_out)?,
+            b_out: vector(&self.b_out)?,
+        })
+    }
+
+    /// Loads weights from a `wren` step model of the same shape (dequantizing int8).
+    pub fn from_gru_net(net: &GruNet, device: &Device) -> Result<MelodyNet> {
+        let matrix = |m: &Matrix| {
+            Var::from_tensor(&Tensor::from_vec(m.to_f32(), (m.rows(), m.cols()), device)?)
+        };
+        let vector = |v: &[f32]| Var::from_tensor(&Tensor::from_slice(v, v.len(), device)?);
+        let mut layers = Vec::new();
+        for l in &net.layers {
+            layers.push(LayerVars {
+                w_input: matrix(&l.w_input)?,
+                w_hidden: matrix(&l.w_hidden)?,
+                b_input: vector(&l.b_input)?,
+                b_hidden: vector(&l.b_hidden)?,
+            });
+        }
+        Ok(MelodyNet {
+            hidden: net.shape().hidden,
+            layers,
+            w_out: matrix(&net.w_out)?,
+            b_out: vector(&net.b_out)?,
+        })
+    }
+}
+
+/// Inverted dropout with a seeded mask, so training runs repeat exactly.
+fn drop(x: &Tensor, dropout: &mut Option<(f32, &mut Rng)>) -> Result<Tensor> {
+    let Some((p, rng)) = dropout.as_mut().filter(|(p, _)| *p > 0.0) else {
+        return Ok(x.clone());
+    };
+    let keep = 1.0 - *p as f64;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.unit() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+}
+
+/// Masked mean cross-entropy (nats per step) of logits against the batch's targets.
+pub fn cross_entropy(logits: &Tensor, batch: &Batch, device: &Device) -> Result<Tensor> {
+    let n = batch.batch * batch.len;
+    let targets = Tensor::from_slice(&batch.target, n, device)?;
+    let mask = Tensor::from_slice(&batch.mask, n, device)?;
+    let nll = log_softmax(logits, D::Minus1)?
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?;
+    (nll * &mask)?.sum_all()? / batch.mask.iter().sum::<f32>().max(1.0) as f64
+}
+
+/// `T^2 * KL(softmax(teacher/T) || softmax(student/T))`, masked mean per step.
+pub fn distillation_loss(
+    student: &Tensor,
+    teacher: &Tensor,
+    temperature: f64,
+    batch: &Batch,
+    device: &Device,
+) -> Result<Tensor> {
+    let n = batch.batch * batch.len;
+    let mask = Tensor::from_slice(&batch.mask, n, device)?;
+    let log_p = log_softmax(&(teacher / temperature)?, D::Minus1)?;
+    let log_q = log_softmax(&(student / temperature)?, D::Minus1)?;
+    let kl = (log_p.exp()? * (log_p - log_q)?)?.sum(D::Minus1)?;
+    ((kl * &mask)?.sum_all()? * (temperature * temperature))?
+        / batch.mask.iter().sum::<f32>().max(1.0) as f64
+}
+
+/// Summed NLL and correct predictions over a batch: `(nll_sum, correct, steps)`.
+pub fn score(logits: &Tensor, batch: &Batch, device: &Device) -> Result<(f64, usize, usize)> {
+    let n = batch.batch * batch.len;
+    let targets = Tensor::from_slice(&batch.target, n, device)?;
+    let nll: Vec<f32> = log_softmax(logits, D::Minus1)?
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?
+        .to_vec1()?;
+    let best: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    let mut sum = 0.0;
+    let (mut correct, mut steps) = (0, 0);
+    for i in 0..n {
+        if batch.mask[i] > 0.0 {
+            sum += nll[i] as f64;
+            correct += (best[i] == batch.target[i]) as usize;
+            steps += 1;
+        }
+    }
+    Ok((sum, correct, steps))
+}

@@ -1,0 +1,180 @@
+//! The training loop: plain, or distilled from a teacher's soft targets.
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use wren::melody::tokens::Melody;
+use wren::model::GruNet;
+
+use crate::batches::{full_batch, Rng, WindowSampler};
+use crate::net::{cross_entropy, distillation_loss, score, MelodyNet};
+use crate::progress::Progress;
+
+/// Settings of one training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Units per layer.
+    pub hidden: usize,
+    /// Number of GRU layers.
+    pub layers: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Steps per window.
+    pub window: usize,
+    /// Peak learning rate (AdamW, linear warm-up then cosine decay).
+    pub learning_rate: f64,
+    /// Dropout between layers.
+    pub dropout: f32,
+    /// Seed of the initialization and of the batch stream.
+    pub seed: u64,
+    /// Validate every this many steps and keep the best weights.
+    pub eval_every: usize,
+}
+
+/// Distillation settings: `L = a CE + (1 - a) T^2 KL`.
+#[derive(Clone, Copy)]
+pub struct Distill<'a> {
+    /// The teacher network.
+    pub teacher: &'a MelodyNet,
+    /// Weight `a` of the ground-truth cross-entropy.
+    pub alpha: f64,
+    /// Softmax temperature `T`.
+    pub temperature: f64,
+}
+
+/// What a run produced.
+pub struct Trained {
+    /// The weights with the best validation NLL.
+    pub net: GruNet,
+    /// That validation NLL, nats per step.
+    pub valid_nll: f64,
+    /// Optimizer step where it was reached.
+    pub best_step: usize,
+    /// Seconds the run took.
+    pub seconds: f64,
+}
+
+/// NLL (nats per step) and accuracy of a network over whole melodies.
+pub fn evaluate(net: &MelodyNet, melodies: &[&Melody], device: &Device) -> Result<(f64, f64)> {
+    let mut sorted: Vec<&Melody> = melodies.to_vec();
+    sorted.sort_by_key(|m| m.tokens.len());
+    let (mut nll, mut correct, mut steps) = (0.0, 0, 0);
+    for chunk in sorted.chunks(32) {
+        let batch = full_batch(chunk);
+        let logits = net.forward(&batch, None, device)?;
+        let (n, c, s) = score(&logits, &batch, device)?;
+        nll += n;
+        correct += c;
+        steps += s;
+    }
+    Ok((
+        nll / steps.max(1) as f64,
+        correct as f64 / steps.max(1) as f64,
+    ))
+}
+
+fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
+    let warmup = (config.steps / 20).max(1);
+    if step < warmup {
+        return config.learning_rate * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (config.steps - warmup).max(1) as f64;
+    config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+}
+
+/// Trains a network on `train`, keeping the weights best on `valid`.
+pub fn train(
+    label: &str,
+    config: &TrainConfig,
+    distill: Option<Distill>,
+    train: &[&Melody],
+    valid: &[&Melody],
+    device: &Device,
+) -> Result<Trained> {
+    let started = std::time::Instant::now();
+    let net = MelodyNet::new(config.hidden, config.layers, config.seed, device)?;
+    let mut dropout_rng = Rng::new(config.seed ^ 0xd0d0);
+    let params = ParamsAdamW {
+        lr: config.learning_rate,
+        weight_decay: 1e-5,
+        ..Default::default()
+    };
+    let mut optimizer = AdamW::new(net.vars(), params)?;
+    let mut sampler = WindowSampler::new(train, config.window, config.seed);
+    let mut best = (f64::INFINITY, 0, net.to_gru_net()?);
+    let progress = Progress::new(label, config.steps as u64);
+    let mut running = 0.0;
+    for step in 0..config.steps {
+        optimizer.set_learning_rate(learning_rate(config, step));
+        let batch = sampler.next_batch(config.batch, config.window);
+        let logits = net.forward(&batch, Some((config.dropout, &mut dropout_rng)), device)?;
+        let hard = cross_entropy(&logits, &batch, device)?;
+        let loss = match distill {
+            None => hard.clone(),
+            Some(d) => {
+                let soft_targets = d.teacher.forward(&batch, None, device)?.detach();
+                let soft =
+                    distillation_loss(&logits, &soft_targets, d.temperature, &batch, device)?;
+                ((&hard * d.alpha)? + (soft * (1.0 - d.alpha))?)?
+            }
+        };
+        let mut grads = loss.backward()?;
+        clip_gradients(&net, &mut grads, 1.0)?;
+        optimizer.step(&grads)?;
+        running = 0.98 * running + 0.02 * hard.to_scalar::<f32>()? as f64;
+        let last = step + 1 == config.steps;
+        if (step + 1) % config.eval_every == 0 || last {
+            let (valid_nll, valid_acc) = evaluate(&net, valid, device)?;
+            if valid_nll < best.0 {
+                best = (valid_nll, step + 1, net.to_gru_net()?);
+            }
+            progress.note(&format!(
+                "step {} train CE {running:.3} valid NLL {valid_nll:.4} acc {valid_acc:.3} (best {:.4})",
+                step + 1,
+                best.0
+            ));
+        }
+        progress.set(step as u64 + 1, &format!("CE {running:.3}"));
+        if step + 1 == 10 {
+            let per_step = started.elapsed().as_secs_f64() / 10.0;
+            progress.note(&format!(
+                "{per_step:.2} s per step, about {:.0} min in all",
+                per_step * config.steps as f64 / 60.0
+            ));
+        }
+    }
+    progress.finish();
+    Ok(Trained {
+        net: best.2,
+        valid_nll: best.0,
+        best_step: best.1,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Scales all gradients so that their global L2 norm is at most `max_norm`.
+fn clip_gradients(
+    net: &MelodyNet,
+    grads: &mut candle_core::backprop::GradStore,
+    max_norm: f64,
+) -> Result<()> {
+    let vars = net.vars();
+    let mut total = 0.0f64;
+    for var in &vars {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = total.sqrt();
+    if norm > max_norm {
+        let scale = max_norm / norm;
+        for var in &vars {
+            if let Some(g) = grads.remove(var.as_tensor()) {
+                let scaled: Tensor = (g * scale)?;
+                grads.insert(var.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,574 @@
+//! The host-free instrument: melody scheduling, inference, voices.
+//!
+//! [`Engine::process`] runs on the audio thread and is real-time safe: it
+//! never allocates, locks or waits, except in offline mode, where it waits
+//! for late steps so that renders are complete and reproducible. The
+//! inference thread ([`inference`]) computes steps ahead of time.
+
+pub mod inference;
+pub mod models;
+pub mod sampling;
+pub mod synth;
+
+use std::time::{Duration, Instant};
+
+use inference::{InferenceHandle, Request, StepResult};
+use sampling::SamplingControls;
+use synth::{Source, Synth};
+
+use crate::melody::tokens::{Meter, Token};
+use crate::model::kernel::GruKernel;
+
+/// How Wren uses the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Generate a melody continuously while the transport runs.
+    #[default]
+    Generate,
+    /// Listen to the notes you play, then answer when you stop.
+    Continue,
+    /// Play only the notes you play.
+    Thru,
+}
+
+/// What the host says about time for one block.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Transport {
+    /// Whether the host's transport runs.
+    pub playing: bool,
+    /// Tempo in beats per minute, if the host gives one.
+    pub tempo: Option<f64>,
+    /// Position of the block's first sample in quarter notes, if given.
+    pub pos_beats: Option<f64>,
+    /// Time signature `(numerator, denominator)`, if given.
+    pub time_signature: Option<(u32, u32)>,
+}
+
+/// User settings the engine reads every block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// Index of the installed model variant to run.
+    pub variant: usize,
+    /// Sampling controls.
+    pub controls: SamplingControls,
+    /// Seed of the generator.
+    pub seed: u64,
+    /// How the network is used.
+    pub mode: Mode,
+    /// Output gain (linear).
+    pub gain: f32,
+    /// Whether generated notes go out as MIDI.
+    pub midi_out: bool,
+    /// Tempo when the host gives none.
+    pub free_tempo: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            variant: 0,
+            controls: SamplingControls::default(),
+            seed: 1,
+            mode: Mode::Generate,
+            gain: 0.5,
+            midi_out: true,
+            free_tempo: 120.0,
+        }
+    }
+}
+
+/// A MIDI note event inside a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteEvent {
+    /// A key went down.
+    On {
+        /// Sample offset in the block.
+        offset: u32,
+        /// MIDI pitch.
+        note: u8,
+        /// MIDI velocity 1 to 127.
+        velocity: u8,
+    },
+    /// A key came up.
+    Off {
+        /// Sample offset in the block.
+        offset: u32,
+        /// MIDI pitch.
+        note: u8,
+    },
+    /// All notes off (MIDI CC 120 or 123).
+    AllOff {
+        /// Sample offset in the block.
+        offset: u32,
+    },
+}
+
+impl NoteEvent {
+    /// The sample offset of the event.
+    pub fn offset(&self) -> u32 {
+        match *self {
+            NoteEvent::On { offset, .. }
+            | NoteEvent::Off { offset, .. }
+            | NoteEvent::AllOff { offset } => offset,
+        }
+    }
+}
+
+/// Counters the audio thread keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Steps whose result was not there in time.
+    pub late_steps: u64,
+    /// Steps played.
+    pub played_steps: u64,
+}
+
+const SLOTS: usize = 256;
+const LOOKAHEAD_STEPS: i64 = 4;
+const OFFLINE_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Call {
+    /// Waiting for the user to play.
+    Idle,
+    /// The user is playing: steps are fed to the network as forced tokens.
+    Listening { first: i64, last_activity: i64 },
+    /// Wren answers until `until`.
+    Answering { until: i64 },
+}
+
+/// The instrument without a host.
+pub struct Engine {
+    sample_rate: f64,
+    inference: InferenceHandle,
+    synth: Synth,
+    slots: [Option<StepResult>; SLOTS],
+    epoch: u32,
+    /// Next step to play; `None` before a timeline starts.
+    next_step: Option<i64>,
+    /// Highest step requested so far.
+    requested: i64,
+    expected_beats: Option<f64>,
+    free_beats: f64,
+    sounding: Option<u8>,
+    last_seed: u64,
+    call: Call,
+    user_held: [bool; 128],
+    user_onset: Option<u8>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// Starts an engine with its inference thread. Allocates; call off the audio thread.
+    pub fn new(kernels: Vec<GruKernel>, sample_rate: f64) -> std::io::Result<Engine> {
+        Ok(Engine {
+            sample_rate,
+            inference: inference::spawn(kernels)?,
+            synth: Synth::new(sample_rate as f32),
+            slots: [None; SLOTS],
+            epoch: 0,
+            next_step: None,
+            requested: 0,
+            expected_beats: None,
+            free_beats: 0.0,
+            sounding: None,
+            last_seed: 0,
+            call: Call::Idle,
+            user_held: [false; 128],
+            user_onset: None,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// Changes the sample rate; sounding notes are cut and the timeline restarts.
+    pub fn set_sample_rate(&mut self, sample_rate: f64) {
+        self.sample_rate = sample_rate.max(1.0);
+        self.synth.set_sample_rate(sample_rate as f32);
+        self.next_step = None;
+        self.sounding = None;
+    }
+
+    /// Counters of late and played steps.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// The inference thread's counters.
+    pub fn inference_stats(&self) -> &inference::InferenceStats {
+        &self.inference.stats
+    }
+
+    /// Renders one block into `left` and `right` (same length), reading
+    /// `midi_in` (sorted by offset) and reporting notes through `midi_out`.
+    ///
+    /// Real-time safe when `offline` is false: no allocation, lock or wait.
+    pub fn process(
+        &mut self,
+        transport: &Transport,
+        settings: &Settings,
+        midi_in: &[NoteEvent],
+        offline: bool,
+        left: &mut [f32],
+        right: &mut [f32],
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        let frames = left.len().min(right.len());
+        left[..frames].fill(0.0);
+        self.collect_results();
+        let clock = self.clock(transport, settings, frames);
+        if settings.seed != self.last_seed {
+            self.last_seed = settings.seed;
+            self.next_step = None;
+        }
+        let mut cursor = 0usize;
+        let mut events = midi_in.iter().peekable();
+        let steps = match clock {
+            Some(c) => self.prepare_steps(&c, settings, frames, midi_out),
+            None => {
+                self.stop_generated(0, settings, midi_out);
+                0..0
+            }
+        };
+        let clock = clock.unwrap_or_default();
+        for step in steps {
+            let offset = clock.offset_of(step).clamp(0, frames as i64) as usize;
+            while let Some(event) = events.next_if(|e| (e.offset() as usize) <= offset) {
+                self.render(
+                    &mut left[cursor..event.offset().min(frames as u32) as usize],
+                    settings,
+                    &mut cursor,
+                );
+                self.user_event(event);
+            }
+            self.render(&mut left[cursor..offset], settings, &mut cursor);
+            self.play_step(step, &clock, settings, offline, offset as u32, midi_out);
+        }
+        for event in events {
+            self.render(
+                &mut left[cursor..(event.offset() as usize).min(frames)],
+                settings,
+                &mut cursor,
+            );
+            self.user_event(event);
+        }
+        self.render(&mut left[cursor..frames], settings, &mut cursor);
+        right[..frames].copy_from_slice(&left[..frames]);
+    }
+
+    fn render(&mut self, out: &mut [f32], settings: &Settings, cursor: &mut usize) {
+        self.synth.render(out, settings.gain);
+        *cursor += out.len();
+    }
+
+    fn user_event(&mut self, event: &NoteEvent) {
+        match *event {
+            NoteEvent::On { note, velocity, .. } => {
+                let note = note.min(127);
+                self.synth
+                    .note_on(note, velocity as f32 / 127.0, Source::User);
+                self.user_held[note as usize] = true;
+                self.user_onset = Some(self.user_onset.map_or(note, |n| n.max(note)));
+            }
+            NoteEvent::Off { note, .. } => {
+                self.synth.note_off(note.min(127), Source::User);
+                self.user_held[note.min(127) as usize] = false;
+            }
+            NoteEvent::AllOff { .. } => {
+                self.synth.release_all(None);
+                self.user_held = [false; 128];
+                self.sounding = None;
+            }
+        }
+    }
+
+    /// Where the grid is during this block, or `None` if the transport is stopped.
+    fn clock(
+        &mut self,
+        transport: &Transport,
+        settings: &Settings,
+        frames: usize,
+    ) -> Option<Clock> {
+        let (tempo, beats, meter) = match (transport.tempo, transport.pos_beats) {
+            (Some(tempo), Some(beats)) if transport.playing => {
+                let meter = transport
+                    .time_signature
+                    .map(|(n, d)| Meter::from_signature(n, d));
+                (tempo, beats, meter.unwrap_or_default())
+            }
+            (Some(_), Some(_)) => {
+                self.expected_beats = None;
+                return None;
+            }
+            _ => {
+                let beats = self.free_beats;
+                (settings.free_tempo, beats, Meter::default())
+            }
+        };
+        let tempo = tempo.clamp(1.0, 999.0);
+        let samples_per_beat = self.sample_rate * 60.0 / tempo;
+        let block_beats = frames as f64 / samples_per_beat;
+        let jumped = self
+            .expected_beats
+            .is_none_or(|expected| (expected - beats).abs() * samples_per_beat > 1.0);
+        if jumped {
+            self.next_step = None;
+        }
+        self.expected_beats = Some(beats + block_beats);
+        self.free_beats = beats + block_beats;
+        Some(Clock {
+            beats,
+            samples_per_beat,
+            meter,
+        })
+    }
+
+    /// Starts a timeline if needed, sends requests ahead, returns the steps in this block.
+    fn prepare_steps(
+        &mut self,
+        clock: &Clock,
+        settings: &Settings,
+        frames: usize,
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) -> std::ops::Range<i64> {
+        let first = clock.first_step();
+        if self.next_step.is_none() {
+            self.stop_generated(0, settings, midi_out);
+            self.epoch = self.epoch.wrapping_add(1);
+            self.slots = [None; SLOTS];
+            self.call = Call::Idle;
+            self.requested = first - 1;
+            let reset = Request::Reset {
+                epoch: self.epoch,
+                seed: settings.seed,
+                step: first,
+            };
+            let _ = self.inference.requests.push(reset);
+            self.next_step = Some(first);
+        }
+        let start = self.next_step.unwrap_or(first);
+        let mut end = start;
+        while clock.offset_of(end) < frames as i64 {
+            end += 1;
+        }
+        if settings.mode == Mode::Generate {
+            self.request_until(end - 1 + LOOKAHEAD_STEPS, clock, settings);
+        }
+        self.next_step = Some(end);
+        start..end
+    }
+
+    fn request_until(&mut self, last: i64, clock: &Clock, settings: &Settings) {
+        let mut sent = false;
+        while self.requested < last && self.inference.requests.slots() > 0 {
+            self.requested += 1;
+            let step = self.requested;
+            let _ = self
+                .inference
+                .requests
+                .push(self.step_request(step, clock, settings, None));
+            sent = true;
+        }
+        if sent {
+            self.inference.wake();
+        }
+    }
+
+    fn step_request(
+        &self,
+        step: i64,
+        clock: &Clock,
+        settings: &Settings,
+        forced: Option<Token>,
+    ) -> Request {
+        Request::Step {
+            epoch: self.epoch,
+            step,
+            step_in_bar: step.rem_euclid(clock.meter.bar_steps as i64) as u32,
+            meter: clock.meter,
+            variant: settings.variant,
+            controls: settings.controls,
+            forced,
+        }
+    }
+
+    fn collect_results(&mut self) {
+        while let Ok(result) = self.inference.results.pop() {
+            if result.epoch == self.epoch {
+                self.slots[result.step.rem_euclid(SLOTS as i64) as usize] = Some(result);
+            }
+        }
+    }
+
+    /// The result of a step: waits for it offline, counts it late otherwise.
+    fn take_result(&mut self, step: i64, offline: bool) -> Option<Token> {
+        let slot = step.rem_euclid(SLOTS as i64) as usize;
+        let deadline = offline.then(|| Instant::now() + OFFLINE_WAIT);
+        loop {
+            self.collect_results();
+            if let Some(result) = self.slots[slot].filter(|r| r.step == step) {
+                self.slots[slot] = None;
+                return Some(result.token);
+            }
+            match deadline {
+                Some(d) if Instant::now() < d => {
+                    self.inference.wake();
+                    std::thread::yield_now();
+                }
+                _ => {
+                    self.stats.late_steps += 1;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn play_step(
+        &mut self,
+        step: i64,
+        clock: &Clock,
+        settings: &Settings,
+        offline: bool,
+        offset: u32,
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        let generating = match settings.mode {
+            Mode::Generate => true,
+            Mode::Continue => self.follow_call(step, clock, settings),
+            Mode::Thru => false,
+        };
+        if !generating {
+            self.stop_generated(offset, settings, midi_out);
+            return;
+        }
+        self.stats.played_steps += 1;
+        let token = self.take_result(step, offline).unwrap_or(Token::Hold);
+        match token {
+            Token::Hold => {}
+            Token::Rest => self.stop_generated(offset, settings, midi_out),
+            Token::Note(note) => {
+                self.stop_generated(offset, settings, midi_out);
+                let velocity = accent(step, clock.meter);
+                self.synth
+                    .note_on(note, velocity as f32 / 127.0, Source::Generated);
+                self.sounding = Some(note);
+                if settings.midi_out {
+                    midi_out(NoteEvent::On {
+                        offset,
+                        note,
+                        velocity,
+                    });
+                }
+            }
+        }
+    }
+
+    fn stop_generated(
+        &mut self,
+        offset: u32,
+        settings: &Settings,
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        if let Some(note) = self.sounding.take() {
+            self.synth.note_off(note, Source::Generated);
+            if settings.midi_out {
+                midi_out(NoteEvent::Off { offset, note });
+            }
+        }
+    }
+
+    /// Call and response: feeds the user's playing to the network and
+    /// decides whether Wren answers at this step.
+    fn follow_call(&mut self, step: i64, clock: &Clock, settings: &Settings) -> bool {
+        let held = self.user_held.iter().any(|h| *h);
+        let onset = self.user_onset.take();
+        let active = held || onset.is_some();
+        if active && matches!(self.call, Call::Answering { .. }) {
+            self.call = Call::Idle;
+        }
+        match self.call {
+            Call::Idle | Call::Listening { .. }
+                if active || matches!(self.call, Call::Listening { .. }) =>
+            {
+                let first = match self.call {
+                    Call::Listening { first, .. } => first,
+                    _ => step,
+                };
+                let last_activity = match self.call {
+                    Call::Listening { last_activity, .. } if !active => last_activity,
+                    _ => step,
+                };
+                let forced = match onset {
+                    Some(note) => Token::Note(crate::melody::tokens::fold_into_range(note)),
+                    None if held => Token::Hold,
+                    None => Token::Rest,
+                };
+                let request = self.step_request(step, clock, settings, Some(forced));
+                if self.inference.requests.push(request).is_ok() {
+                    self.requested = step;
+                }
+                self.inference.wake();
+                self.slots[step.rem_euclid(SLOTS as i64) as usize] = None;
+                let silence = step - last_activity;
+                if silence >= clock.meter.bar_steps as i64 / 2 {
+                    let length = (last_activity - first + 1).max(clock.meter.bar_steps as i64);
+                    let bars = (length as f64 / clock.meter.bar_steps as f64)
+                        .ceil()
+                        .min(4.0) as i64;
+                    self.call = Call::Answering {
+                        until: step + bars * clock.meter.bar_steps as i64,
+                    };
+                    self.request_until(step + LOOKAHEAD_STEPS, clock, settings);
+                } else {
+                    self.call = Call::Listening {
+                        first,
+                        last_activity,
+                    };
+                }
+                false
+            }
+            Call::Answering { until } if step < until => {
+                self.request_until((step + LOOKAHEAD_STEPS).min(until - 1), clock, settings);
+                true
+            }
+            Call::Answering { .. } => {
+                self.call = Call::Idle;
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Velocity by metrical weight: downbeats strongest, off-beat 16ths softest.
+fn accent(step: i64, meter: Meter) -> u8 {
+    let in_bar = step.rem_euclid(meter.bar_steps as i64);
+    match () {
+        _ if in_bar == 0 => 112,
+        _ if in_bar % 4 == 0 => 100,
+        _ if in_bar % 2 == 0 => 90,
+        _ => 82,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Clock {
+    beats: f64,
+    samples_per_beat: f64,
+    meter: Meter,
+}
+
+impl Clock {
+    /// Sample offset of a step relative to this block's start (may be negative).
+    fn offset_of(&self, step: i64) -> i64 {
+        ((step as f64 * 0.25 - self.beats) * self.samples_per_beat).round() as i64
+    }
+
+    /// The first step whose offset is at or after the block start.
+    fn first_step(&self) -> i64 {
+        let mut step = (self.beats * 4.0).floor() as i64 - 1;
+        while self.offset_of(step) < 0 {
+            step += 1;
+        }
+        step
+    }
+}
