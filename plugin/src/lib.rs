@@ -27,3 +27,8 @@ pub fn start_engine(sample_rate: f64) -> Result<engine::Engine, String> {
         .collect();
     engine::Engine::new(kernels, sample_rate).map_err(|e| e.to_string())
 }
+
+pub mod plugin;
+
+nice_plug::nice_export_clap!(plugin::Wren);
+nice_plug::nice_export_vst3!(plugin::Wren);

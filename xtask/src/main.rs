@@ -5,6 +5,47 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod bundle;
+mod eval;
+mod render;
+mod test;
+
+/// candle's training loop frees and allocates large tensors every step;
+/// glibc's allocator returns them to the kernel each time (half the time
+/// in system calls), mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting(std::sync::atomic::AtomicU64::new(0));
+
+/// mimalloc with a count of allocations, for the benchmark.
+struct Counting(std::sync::atomic::AtomicU64);
+
+impl Counting {
+    fn allocations(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call forwards to mimalloc unchanged; counting is an atomic add.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from mimalloc with this layout.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `ptr` came from mimalloc with this layout.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, size) }
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Wren's developer commands")]
 struct Cli {
@@ -14,6 +55,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build and bundle target/bundled/Wren.vst3 and Wren.clap.
+    Bundle {
+        /// Also copy the bundles to ~/.vst3 and ~/.clap.
+        #[arg(long)]
+        install: bool,
+        /// Build optimized.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Render bars of generated melody offline to target/render/wren.wav and wren.mid.
+    Render(render::RenderArgs),
+    /// Score every shipped model and the n-gram baseline on MIDI files.
+    Eval(eval::EvalArgs),
+    /// Time one step of every shipped model: real-time kernel and tract.
+    Bench(bench::BenchArgs),
+    /// Set up and run the whole test suite (what CI runs).
+    Test,
+    /// Rebuild the melody dataset from the music21 corpus.
+    Data,
     /// Train, distill, quantize, evaluate and export the melody models.
     TrainMelody {
         /// Run the whole pipeline on a sliver of the data with tiny networks.
@@ -32,6 +92,12 @@ fn main() -> Result<()> {
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     match cli.command {
+        Command::Bundle { install, release } => bundle::run(install, release),
+        Command::Render(args) => render::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Test => test::run(),
+        Command::Data => data(),
         Command::TrainMelody { tiny, out } => {
             use wren_pipeline::melody::{run, PipelineConfig};
             let config = if tiny {
@@ -48,4 +114,23 @@ fn main() -> Result<()> {
             run(&config)
         }
     }
+}
+
+/// Rebuilds `models/data/melodies.tsv.gz` with the pinned music21.
+fn data() -> Result<()> {
+    let status = std::process::Command::new("scripts/setup.sh")
+        .arg("--data")
+        .status()?;
+    anyhow::ensure!(status.success(), "set-up failed");
+    let status = std::process::Command::new(".venv/bin/python")
+        .args([
+            "models/pipeline/melody_data.py",
+            "models/data/melodies.tsv.gz",
+        ])
+        .status()?;
+    anyhow::ensure!(status.success(), "extracting melodies failed");
+    let sha =
+        wren::melody::dataset::file_sha256(std::path::Path::new("models/data/melodies.tsv.gz"))?;
+    println!("wrote models/data/melodies.tsv.gz (sha256 {sha})");
+    Ok(())
 }

@@ -54,8 +54,8 @@ impl PipelineConfig {
             work_dir: "models/work".into(),
             teacher: (512, 2),
             student: (144, 2),
-            teacher_steps: 1600,
-            student_steps: 1200,
+            teacher_steps: 640,
+            student_steps: 500,
             distill_grid: vec![(0.5, 2.0), (0.2, 2.0)],
             max_order: 8,
             seed: 7,
@@ -216,7 +216,7 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
         ("distill_alpha", alpha.to_string()),
         ("distill_temperature", temperature.to_string()),
     ];
-    let variants: [(&str, &GruNet, Option<&str>, BTreeMap<String, String>, f64); 4] = [
+    let variants: [Variant; 4] = [
         (
             "melody-teacher",
             &teacher.net,
@@ -285,6 +285,15 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
+/// A model to ship: name, weights, teacher, training settings, validation NLL.
+type Variant<'a> = (
+    &'a str,
+    &'a GruNet,
+    Option<&'a str>,
+    BTreeMap<String, String>,
+    f64,
+);
+
 fn train_config(
     config: &PipelineConfig,
     size: (usize, usize),
@@ -300,7 +309,7 @@ fn train_config(
         learning_rate: 3e-3,
         dropout,
         seed: config.seed,
-        eval_every: (steps / 6).max(1),
+        eval_every: (steps / 4).max(1),
     }
 }
 
@@ -342,15 +351,21 @@ fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64
         .collect();
     let mut best: Option<(f64, NGram)> = None;
     for with_position in [false, true] {
+        let mut model = NGram::train(config.max_order, with_position, augmented.iter());
+        let mut best_order = (f64::INFINITY, 1);
         for order in 1..=config.max_order {
-            let model = NGram::train(order, with_position, augmented.iter());
+            model.set_order(order);
             let (nll, acc) = model.evaluate(data.valid.iter());
             eprintln!(
                 "n-gram order {order} position {with_position}: valid NLL {nll:.4} acc {acc:.3}"
             );
-            if best.as_ref().is_none_or(|b| nll < b.0) {
-                best = Some((nll, model));
+            if nll < best_order.0 {
+                best_order = (nll, order);
             }
+        }
+        model.set_order(best_order.1);
+        if best.as_ref().is_none_or(|b| best_order.0 < b.0) {
+            best = Some((best_order.0, model));
         }
     }
     let (valid_nll, model) = best.context("no n-gram was trained")?;

@@ -202,6 +202,7 @@ impl Engine {
     /// `midi_in` (sorted by offset) and reporting notes through `midi_out`.
     ///
     /// Real-time safe when `offline` is false: no allocation, lock or wait.
+    #[allow(clippy::too_many_arguments)] // a block's separate inputs and outputs
     pub fn process(
         &mut self,
         transport: &Transport,

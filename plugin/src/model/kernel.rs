@@ -226,8 +226,7 @@ mod simd {
     fn accumulate<T: Copy>(w: &[T], cols: usize, x: &[f32], acc: &mut [f32], f: impl Fn(T) -> f32) {
         let acc = &mut acc[..cols];
         let mut rows = x.iter().enumerate().filter(|(_, v)| **v != 0.0);
-        loop {
-            let Some((i0, a0)) = rows.next() else { break };
+        while let Some((i0, a0)) = rows.next() {
             let Some((i1, a1)) = rows.next() else {
                 let r0 = &w[i0 * cols..][..cols];
                 for (o, w0) in acc.iter_mut().zip(r0) {

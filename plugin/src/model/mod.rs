@@ -275,6 +275,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // rows and columns index two matrices
     fn int8_scales_round_trip_within_half_a_step() {
         let values: Vec<f32> = (0..64)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)

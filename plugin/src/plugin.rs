@@ -1,0 +1,245 @@
+//! The nice-plug wrapper: Wren as a VST3 and CLAP instrument and a standalone
+//! application.
+//!
+//! Threads: [`Plugin::activate`] runs on the main thread and may allocate; it
+//! starts the engine. [`Plugin::process`] and [`Plugin::reset`] run on the
+//! audio thread and never allocate, lock or wait, except that offline renders
+//! wait for the inference thread (see [`Engine::process`]).
+
+mod host;
+mod params;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use nice_plug::prelude::*;
+
+use crate::engine::{self, Engine};
+
+pub use params::{KeyChoice, ModeChoice, PresetChoice, ScaleChoice, WrenParams};
+
+/// Most note events taken from the host in one block; more are dropped.
+pub const MIDI_IN_CAPACITY: usize = 1024;
+
+/// The Wren instrument.
+pub struct Wren {
+    params: Arc<WrenParams>,
+    /// `None` until an engine has started; the plugin is silent meanwhile.
+    engine: Option<Engine>,
+    /// This block's note input in engine form; allocated in `activate`.
+    midi_in: Vec<engine::NoteEvent>,
+    /// Whether the host renders offline, where waiting for steps is allowed.
+    offline: bool,
+    /// The latency last reported to the host.
+    reported_latency: Option<u32>,
+}
+
+impl Default for Wren {
+    fn default() -> Self {
+        Wren {
+            params: Arc::new(WrenParams::default()),
+            engine: None,
+            midi_in: Vec::new(),
+            offline: false,
+            reported_latency: None,
+        }
+    }
+}
+
+/// Latency a preset adds, in samples. Melody steps are computed ahead of the
+/// block that plays them, so no preset adds any.
+pub fn latency_samples(_preset: PresetChoice) -> u32 {
+    0
+}
+
+impl Wren {
+    /// Starts the engine, or retunes the running one to a new sample rate.
+    /// Main thread; allocates. Returns whether an engine runs.
+    fn ensure_engine(&mut self, sample_rate: f64) -> bool {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.set_sample_rate(sample_rate);
+            return true;
+        }
+        match crate::start_engine(sample_rate) {
+            Ok(engine) => {
+                log::info!("Wren engine started at {sample_rate} Hz");
+                self.engine = Some(engine);
+                true
+            }
+            Err(error) => {
+                log::error!("Wren could not start its engine, it stays silent: {error}");
+                false
+            }
+        }
+    }
+
+    /// Moves this block's note input from the host into `midi_in`, dropping
+    /// what does not fit its capacity. The engine needs offsets in order; an
+    /// event a host sends out of order is moved to the latest offset before
+    /// it. Real-time safe.
+    fn take_midi_in(&mut self, context: &mut impl ProcessContext<Self>) {
+        self.midi_in.clear();
+        let mut latest = 0;
+        while let Some(event) = context.next_event() {
+            let fits = self.midi_in.len() < self.midi_in.capacity();
+            if let Some(event) = host::note_in(&event).filter(|_| fits) {
+                let event = host::not_before(event, latest);
+                latest = event.offset();
+                self.midi_in.push(event);
+            }
+        }
+    }
+
+    /// Tells the host the preset's latency when it differs from the last report.
+    fn report_latency(&mut self, preset: PresetChoice, report: impl FnOnce(u32)) {
+        let latency = latency_samples(preset);
+        if self.reported_latency != Some(latency) {
+            self.reported_latency = Some(latency);
+            report(latency);
+        }
+    }
+}
+
+impl Plugin for Wren {
+    const NAME: &'static str = "Wren";
+    const VENDOR: &'static str = "Wren";
+    const URL: &'static str = "";
+    const EMAIL: &'static str = "";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
+        main_input_channels: None,
+        main_output_channels: NonZeroU32::new(2),
+        ..AudioIOLayout::const_default()
+    }];
+
+    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
+    const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
+
+    type Editor = ();
+    type SysExMessage = ();
+    type BackgroundTask = ();
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn activate(
+        &mut self,
+        _audio_io_layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        self.midi_in.reserve(MIDI_IN_CAPACITY);
+        self.offline = buffer_config.process_mode == ProcessMode::Offline;
+        self.ensure_engine(buffer_config.sample_rate as f64);
+        self.reported_latency = None;
+        let preset = self.params.preset.value();
+        self.report_latency(preset, |samples| context.set_latency_samples(samples));
+        true
+    }
+
+    fn reset(&mut self) {
+        self.midi_in.clear();
+    }
+
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        self.take_midi_in(context);
+        let settings = self.params.settings();
+        let preset = self.params.preset.value();
+        self.report_latency(preset, |samples| context.set_latency_samples(samples));
+        let transport = host::transport(context.transport(), self.offline);
+
+        let Some(engine) = self.engine.as_mut() else {
+            silence(buffer.as_slice());
+            return ProcessStatus::KeepAlive;
+        };
+        let [left, right, rest @ ..] = buffer.as_slice() else {
+            silence(buffer.as_slice());
+            return ProcessStatus::KeepAlive;
+        };
+        engine.process(
+            &transport,
+            &settings,
+            &self.midi_in,
+            self.offline,
+            left,
+            right,
+            &mut |event| {
+                let _ = context.try_send_event(host::note_out(event));
+            },
+        );
+        silence(rest);
+        ProcessStatus::KeepAlive
+    }
+}
+
+/// Writes zeros into every channel. Real-time safe.
+fn silence(channels: &mut [&mut [f32]]) {
+    for channel in channels {
+        channel.fill(0.0);
+    }
+}
+
+impl ClapPlugin for Wren {
+    const CLAP_ID: &'static str = "dev.wren.wren";
+    const CLAP_DESCRIPTION: Option<&'static str> =
+        Some("A neural melody instrument: a compressed recurrent network in time with the host");
+    const CLAP_MANUAL_URL: Option<&'static str> = None;
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] = &[
+        ClapFeature::Instrument,
+        ClapFeature::Synthesizer,
+        ClapFeature::NoteEffect,
+        ClapFeature::Stereo,
+    ];
+}
+
+impl Vst3Plugin for Wren {
+    const VST3_CLASS_ID: [u8; 16] = *b"WrenMelodyNeural";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Instrument, Vst3SubCategory::Synth];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// nice-plug's VST3 parameter hash (`wrapper::util::hash_param_id`, not
+    /// public): a base-31 polynomial over the id's bytes with bit 31 cleared.
+    fn vst3_param_hash(id: &str) -> u32 {
+        let hash = id.bytes().fold(0u32, |hash, byte| {
+            hash.wrapping_mul(31).wrapping_add(byte as u32)
+        });
+        hash & !(1 << 31)
+    }
+
+    #[test]
+    fn no_parameter_has_vst3_id_zero_or_a_shared_id() {
+        let params = WrenParams::default();
+        let ids: Vec<String> = params.param_map().into_iter().map(|(id, ..)| id).collect();
+        assert_eq!(ids.len(), 12);
+        let mut hashes: Vec<u32> = ids.iter().map(|id| vst3_param_hash(id)).collect();
+        assert!(hashes.iter().all(|h| *h != 0), "{ids:?} -> {hashes:?}");
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), ids.len());
+    }
+
+    #[test]
+    fn latency_is_reported_once_per_change() {
+        let mut wren = Wren::default();
+        let mut reports = Vec::new();
+        wren.report_latency(PresetChoice::Studio, |s| reports.push(s));
+        wren.report_latency(PresetChoice::Live, |s| reports.push(s));
+        assert_eq!(reports, vec![0]);
+        wren.reported_latency = Some(7);
+        wren.report_latency(PresetChoice::Live, |s| reports.push(s));
+        assert_eq!(reports, vec![0, 0]);
+    }
+}

@@ -1,0 +1,96 @@
+//! Golden files: logits the training code (candle) computed on stored inputs
+//! must match what tract and the real-time kernel compute from the shipped
+//! ONNX files.
+
+use serde::Deserialize;
+use wren::engine::models::EMBEDDED_MODELS;
+use wren::model::kernel::GruKernel;
+use wren::model::onnx::{import, TractStep};
+
+/// Largest absolute logit difference allowed, f32 weights: the three
+/// implementations sum in different orders over 48 recurrent steps.
+const F32_TOLERANCE: f32 = 2e-3;
+/// The same for int8 weights: all three use the same dequantized values.
+const INT8_TOLERANCE: f32 = 2e-3;
+
+#[derive(Deserialize)]
+struct Golden {
+    model: String,
+    inputs: Vec<Vec<f32>>,
+    outputs: Vec<Vec<f32>>,
+}
+
+#[test]
+fn shipped_models_match_training_outputs_in_tract_and_kernel() {
+    for (name, bytes) in EMBEDDED_MODELS {
+        let path = format!(
+            "{}/../models/golden/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let golden: Golden = serde_json::from_str(&text).unwrap();
+        assert_eq!(golden.model, name);
+        assert!(golden.inputs.len() >= 16, "{name}: too few golden steps");
+        let net = import(bytes).unwrap().net;
+        let tolerance = if name.ends_with("int8") {
+            INT8_TOLERANCE
+        } else {
+            F32_TOLERANCE
+        };
+        let shape = net.shape();
+        let tract = TractStep::load(bytes, shape).unwrap();
+        let mut kernel = GruKernel::new(&net);
+        let mut tract_state = vec![0.0; shape.state()];
+        let mut kernel_state = vec![0.0; shape.state()];
+        let mut y = vec![0.0; shape.output];
+        for (step, (x, expected)) in golden.inputs.iter().zip(&golden.outputs).enumerate() {
+            let (tract_y, next) = tract.run(x, &tract_state).unwrap();
+            tract_state = next;
+            kernel.step(x, &mut kernel_state, &mut y);
+            for (i, e) in expected.iter().enumerate() {
+                let (t, k) = (tract_y[i], y[i]);
+                assert!(
+                    (t - e).abs() <= tolerance,
+                    "{name} step {step} logit {i}: tract {t} vs {e}"
+                );
+                assert!(
+                    (k - e).abs() <= tolerance,
+                    "{name} step {step} logit {i}: kernel {k} vs {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn manifest_matches_the_shipped_files() {
+    use sha2::{Digest, Sha256};
+    let manifest = wren::engine::models::embedded_manifest();
+    for (name, bytes) in EMBEDDED_MODELS {
+        let entry = manifest
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from manifest"));
+        assert_eq!(entry.sha256, hex::encode(Sha256::digest(bytes)), "{name}");
+        assert_eq!(entry.file_bytes, bytes.len(), "{name}");
+        let net = import(bytes).unwrap().net;
+        assert_eq!(entry.parameters, net.parameters(), "{name}");
+        assert_eq!(entry.shape, net.shape(), "{name}");
+        for metric in ["test_nll", "test_accuracy", "valid_nll"] {
+            assert!(
+                entry.metrics.get(metric).is_some_and(|v| v.is_finite()),
+                "{name}: {metric}"
+            );
+        }
+    }
+    let data = std::fs::read(format!(
+        "{}/../models/data/melodies.tsv.gz",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let checksum = hex::encode(Sha256::digest(&data));
+    assert!(
+        manifest.models.iter().all(|m| m.data.sha256 == checksum),
+        "dataset checksum"
+    );
+    assert!(manifest.baselines["ngram"]["test_nll"].is_finite());
+}

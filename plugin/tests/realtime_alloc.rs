@@ -1,0 +1,122 @@
+//! In steady state neither the audio path nor the inference thread allocates.
+//!
+//! A counting global allocator sees every thread of this test binary; the
+//! count covers `Engine::process` on this thread and every step the
+//! inference thread runs meanwhile.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use wren::engine::sampling::SamplingControls;
+use wren::engine::{Mode, NoteEvent, Settings, Transport};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator unchanged; the
+// counter is an atomic and allocates nothing itself.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_blocks_and_steps_allocate_nothing() {
+    let sample_rate = 48_000.0;
+    let mut engine = wren::start_engine(sample_rate).unwrap();
+    let (mut left, mut right) = (vec![0.0f32; 64], vec![0.0f32; 64]);
+    let midi = [
+        NoteEvent::On {
+            offset: 3,
+            note: 64,
+            velocity: 100,
+        },
+        NoteEvent::Off {
+            offset: 40,
+            note: 64,
+        },
+    ];
+    let mut position = 0usize;
+    let mut run_blocks =
+        |engine: &mut wren::engine::Engine, blocks: usize, variant: usize, mode: Mode| {
+            let settings = Settings {
+                variant,
+                mode,
+                controls: SamplingControls {
+                    density: 0.8,
+                    ..Default::default()
+                },
+                ..Settings::default()
+            };
+            let mut sent = 0usize;
+            for block in 0..blocks {
+                let transport = Transport {
+                    playing: true,
+                    tempo: Some(180.0),
+                    pos_beats: Some(position as f64 / sample_rate * 3.0),
+                    time_signature: Some((4, 4)),
+                };
+                let events: &[NoteEvent] = if block % 700 == 0 { &midi } else { &[] };
+                engine.process(
+                    &transport,
+                    &settings,
+                    events,
+                    true,
+                    &mut left,
+                    &mut right,
+                    &mut |_| {
+                        sent += 1;
+                    },
+                );
+                position += 64;
+            }
+            sent
+        };
+    for variant in 0..3 {
+        run_blocks(&mut engine, 3000, variant, Mode::Generate);
+    }
+    let steps_before = engine.stats().played_steps;
+
+    COUNTING.store(true, Ordering::SeqCst);
+    let mut notes = 0;
+    for variant in 0..3 {
+        notes += run_blocks(&mut engine, 3000, variant, Mode::Generate);
+        notes += run_blocks(&mut engine, 3000, variant, Mode::Continue);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+
+    let steps = engine.stats().played_steps - steps_before;
+    assert!(
+        steps > 100,
+        "steps should have run during the measurement: {steps}"
+    );
+    assert!(notes > 0, "notes should have been generated");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "allocations during {steps} steps"
+    );
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Real-host tests: bundles Wren, plays the CLAP in clack-host and the VST3 in
+# pedalboard and dawdreamer. Fails on the first failure.
+#
+# Python: .venv/bin/python at the repository root (pedalboard, dawdreamer,
+# numpy), or $PYTHON when set.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-$root/.venv/bin/python}"
+if [[ ! -x "$python" ]]; then
+    echo "no Python at $python: create .venv or set PYTHON" >&2
+    exit 1
+fi
+
+echo "== bundle"
+cargo xtask bundle
+
+echo "== CLAP in clack-host"
+WREN_REQUIRE_BUNDLE=1 cargo test -p wren --test clap_host -- --nocapture
+
+echo "== VST3 in pedalboard and dawdreamer"
+"$python" tests/hosts/test_vst3.py
+
+echo "== all real-host tests passed"

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Loads the bundled Wren.vst3 in two real VST3 hosts, pedalboard and
+dawdreamer, locks it to A minor, renders eight seconds in each and checks that
+Wren sounds and that the pitches heard belong to A minor.
+
+Pitch is read from the audio: the strongest spectral peak of each frame (Wren's
+voice has its strongest partial at the fundamental), frames grouped into note
+segments. Exits non-zero on any failure. Run with a Python that has pedalboard,
+dawdreamer and numpy; `tests/hosts/run.sh` builds the bundle and runs this.
+"""
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 48_000
+BLOCK = 512
+SECONDS = 8.0
+TEMPO = 120.0
+
+# A natural minor; D major (Wren's default) lacks its C and F.
+KEY_NAME, SCALE_NAME = "A", "Minor"
+KEY_INDEX, SCALE_INDEX = 9, 2
+SCALE_STEPS = (0, 2, 3, 5, 7, 8, 10)
+DEFAULT_SCALE = {(2 + s) % 12 for s in (0, 2, 4, 5, 7, 9, 11)}
+IN_SCALE_SHARE = 0.9
+MIN_SEGMENTS = 6
+
+# pedalboard's attribute names: the parameter name in snake case, then its unit.
+PARAMETERS = {
+    "preset",
+    "temperature",
+    "key",
+    "scale",
+    "range_low",
+    "range_high",
+    "density",
+    "mode",
+    "seed",
+    "level_db",
+    "midi_out",
+    "free_tempo_bpm",
+}
+PARAMETER_NAMES = {
+    "Preset",
+    "Temperature",
+    "Key",
+    "Scale",
+    "Range low",
+    "Range high",
+    "Density",
+    "Mode",
+    "Seed",
+    "Level",
+    "MIDI out",
+    "Free tempo",
+}
+
+FRAME = 2048
+HOP = 1024
+NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+def bundle_path():
+    root = Path(__file__).resolve().parents[2]
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    return target / "bundled" / "Wren.vst3"
+
+
+def frame_pitches(mono):
+    """MIDI pitch (float) and RMS of each frame; NaN pitch where too quiet."""
+    window = np.hanning(FRAME)
+    starts = range(0, len(mono) - FRAME, HOP)
+    rms = np.array([np.sqrt(np.mean(mono[s : s + FRAME] ** 2)) for s in starts])
+    threshold = 0.1 * rms.max() if rms.size and rms.max() > 0 else np.inf
+    low_bin = int(100.0 * 4 * FRAME / SAMPLE_RATE)
+    pitches = np.full(rms.shape, np.nan)
+    for i, start in enumerate(starts):
+        if rms[i] < threshold:
+            continue
+        spectrum = np.abs(np.fft.rfft(mono[start : start + FRAME] * window, 4 * FRAME))
+        spectrum[:low_bin] = 0.0
+        peak = int(np.argmax(spectrum))
+        if 0 < peak < len(spectrum) - 1:
+            a, b, c = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
+            peak = peak + 0.5 * (a - c) / (a - 2 * b + c)
+        frequency = peak * SAMPLE_RATE / (4 * FRAME)
+        pitches[i] = 69 + 12 * np.log2(frequency / 440.0)
+    return pitches, rms
+
+
+def note_segments(audio):
+    """(pitch, frames) for runs of at least two voiced frames on one semitone."""
+    mono = np.asarray(audio, dtype=np.float64)
+    if mono.ndim == 2:
+        mono = mono.mean(axis=0)
+    pitches, _ = frame_pitches(mono)
+    segments = []
+    current, length = None, 0
+    for pitch in list(pitches) + [np.nan]:
+        note = None if np.isnan(pitch) else int(round(pitch))
+        if note is not None and note == current:
+            length += 1
+            continue
+        if current is not None and length >= 2:
+            segments.append((current, length))
+        current, length = note, 1
+    return segments
+
+
+def check_render(host, audio):
+    audio = np.asarray(audio, dtype=np.float64)
+    check(audio.size > 0, f"{host}: no audio")
+    check(np.all(np.isfinite(audio)), f"{host}: non-finite samples")
+    peak = float(np.abs(audio).max())
+    rms = float(np.sqrt(np.mean(audio**2)))
+    check(peak > 0.01 and rms > 0.001, f"{host}: silent (peak {peak:.4f}, rms {rms:.5f})")
+    segments = note_segments(audio)
+    key = KEY_INDEX
+    in_scale = [(p - key) % 12 in SCALE_STEPS for p, _ in segments]
+    share = sum(in_scale) / max(len(segments), 1)
+    heard = " ".join(f"{NAMES[p % 12]}{p // 12 - 1}" for p, _ in segments)
+    print(f"{host}: peak {peak:.3f}, rms {rms:.4f}, {len(segments)} segments, "
+          f"{share:.0%} in {KEY_NAME} {SCALE_NAME}: {heard}")
+    check(len(segments) >= MIN_SEGMENTS, f"{host}: only {len(segments)} note segments")
+    check(share >= IN_SCALE_SHARE, f"{host}: only {share:.0%} of segments in scale")
+    outside_default = {p % 12 for p, _ in segments} - DEFAULT_SCALE
+    check(outside_default, f"{host}: every note also fits D major; did the key/scale stick?")
+
+
+def render_pedalboard(path):
+    import pedalboard
+
+    plugin = pedalboard.load_plugin(str(path))
+    check(plugin.is_instrument, "pedalboard: Wren is not an instrument")
+    names = set(plugin.parameters.keys())
+    check(PARAMETERS <= names, f"pedalboard: missing parameters {PARAMETERS - names}")
+    plugin.key = KEY_NAME
+    plugin.scale = SCALE_NAME
+    check(str(plugin.key) == KEY_NAME, f"pedalboard: key is {plugin.key}")
+    check(str(plugin.scale) == SCALE_NAME, f"pedalboard: scale is {plugin.scale}")
+    # pedalboard has no transport to give: Wren free-runs at its free tempo.
+    return plugin([], duration=SECONDS, sample_rate=SAMPLE_RATE, num_channels=2,
+                  buffer_size=BLOCK)
+
+
+def render_dawdreamer(path):
+    import dawdreamer
+
+    engine = dawdreamer.RenderEngine(SAMPLE_RATE, BLOCK)
+    engine.set_bpm(TEMPO)
+    plugin = engine.make_plugin_processor("wren", str(path))
+    described = plugin.get_parameters_description()
+    index = {d["name"]: d["index"] for d in described}
+    check(PARAMETER_NAMES <= set(index), f"dawdreamer: missing {PARAMETER_NAMES - set(index)}")
+    plugin.set_parameter(index["Key"], KEY_INDEX / 11)
+    plugin.set_parameter(index["Scale"], SCALE_INDEX / 6)
+    check(plugin.get_parameter_text(index["Key"]) == KEY_NAME, "dawdreamer: key did not stick")
+    check(plugin.get_parameter_text(index["Scale"]) == SCALE_NAME,
+          "dawdreamer: scale did not stick")
+    engine.load_graph([(plugin, [])])
+    check(engine.render(SECONDS), "dawdreamer: render failed")
+    return plugin.get_audio()
+
+
+def main():
+    path = bundle_path()
+    if not path.exists():
+        print(f"FAIL: {path} is missing; run `cargo xtask bundle`", file=sys.stderr)
+        return 1
+    failures = 0
+    for host, render in [("pedalboard", render_pedalboard), ("dawdreamer", render_dawdreamer)]:
+        try:
+            check_render(host, render(path))
+            print(f"ok: {host}")
+        except Failure as failure:
+            print(f"FAIL: {failure}", file=sys.stderr)
+            failures += 1
+        except Exception:  # a host that cannot load or render Wren fails too
+            traceback.print_exc()
+            print(f"FAIL: {host} raised", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+//! `cargo xtask eval`: how well every shipped variant and the n-gram
+//! baseline predict the melodies of some MIDI files.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use wren::melody::dataset::{read_dataset, Split};
+use wren::melody::ngram::{argmax, NGram};
+use wren::melody::smf::read_melody;
+use wren::melody::tokens::{write_input, Melody, Token, VOCAB};
+use wren::model::kernel::GruKernel;
+
+/// Files to evaluate on.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Standard MIDI files; each one's top line is scored.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Score {
+    model: String,
+    nll_per_step: f64,
+    accuracy: f64,
+    steps: usize,
+}
+
+/// NLL (nats per step) and accuracy of a kernel over melodies.
+pub fn score_kernel(kernel: &mut GruKernel, melodies: &[Melody]) -> (f64, f64, usize) {
+    let shape = kernel.shape();
+    let (mut x, mut y) = (vec![0.0; shape.input], vec![0.0; VOCAB]);
+    let (mut nll, mut correct, mut steps) = (0.0, 0usize, 0usize);
+    for melody in melodies {
+        let mut state = vec![0.0; shape.state()];
+        let mut previous = Token::Rest;
+        for (i, token) in melody.tokens.iter().enumerate() {
+            write_input(&mut x, previous, melody.step_in_bar(i), melody.meter);
+            kernel.step(&x, &mut state, &mut y);
+            let max = y.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
+            let log_sum = y.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln() + max;
+            nll += log_sum - y[token.index()] as f64;
+            correct += (argmax(&y) == token.index()) as usize;
+            steps += 1;
+            previous = *token;
+        }
+    }
+    (
+        nll / steps.max(1) as f64,
+        correct as f64 / steps.max(1) as f64,
+        steps,
+    )
+}
+
+/// Runs the command.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let mut melodies = Vec::new();
+    for path in &args.files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        melodies.push(read_melody(&bytes).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let mut scores = Vec::new();
+    for (name, bytes) in wren::engine::models::EMBEDDED_MODELS {
+        let model = wren::engine::models::load_model(name, bytes)?;
+        let (nll, accuracy, steps) = score_kernel(&mut GruKernel::new(&model.net), &melodies);
+        scores.push(Score {
+            model: name.into(),
+            nll_per_step: nll,
+            accuracy,
+            steps,
+        });
+    }
+    let manifest = wren::engine::models::embedded_manifest();
+    let baseline = manifest.baselines.get("ngram");
+    let order = baseline
+        .and_then(|b| b.get("order"))
+        .copied()
+        .unwrap_or(5.0) as usize;
+    let with_position = baseline
+        .and_then(|b| b.get("with_position"))
+        .copied()
+        .unwrap_or(1.0)
+        > 0.5;
+    let tunes = read_dataset(std::path::Path::new("models/data/melodies.tsv.gz"))?;
+    let train: Vec<Melody> = tunes
+        .iter()
+        .filter(|t| t.split == Split::Train)
+        .flat_map(|t| (-5..=6).filter_map(|s| t.melody.transposed(s)))
+        .collect();
+    let ngram = NGram::train(order, with_position, train.iter());
+    let (nll, accuracy) = ngram.evaluate(melodies.iter());
+    let steps = melodies.iter().map(|m| m.tokens.len()).sum();
+    scores.push(Score {
+        model: format!("ngram-{order}"),
+        nll_per_step: nll,
+        accuracy,
+        steps,
+    });
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        println!(
+            "{:<24} {:>12} {:>9} {:>7}",
+            "model", "NLL/step", "accuracy", "steps"
+        );
+        for s in &scores {
+            println!(
+                "{:<24} {:>12.4} {:>9.4} {:>7}",
+                s.model, s.nll_per_step, s.accuracy, s.steps
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! `cargo xtask render`: an offline render of the instrument, the way a host
+//! bouncing a track would run it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use wren::engine::sampling::{SamplingControls, Scale};
+use wren::engine::{Engine, Mode, NoteEvent, Settings, Transport};
+use wren::melody::smf::{read_melody, write_notes, TimedNote};
+use wren::melody::tokens::{Meter, Token};
+use wren::model::kernel::GruKernel;
+
+/// What to render.
+#[derive(clap::Args, Debug)]
+pub struct RenderArgs {
+    /// Length in bars.
+    #[arg(long, default_value_t = 16)]
+    pub bars: u32,
+    /// Tempo in beats per minute.
+    #[arg(long, default_value_t = 112.0)]
+    pub tempo: f64,
+    /// Key tonic, e.g. D, F#, Bb.
+    #[arg(long, default_value = "D")]
+    pub key: String,
+    /// Scale: chromatic, major, minor, dorian, mixolydian, pentatonic, harmonic-minor.
+    #[arg(long, default_value = "major")]
+    pub scale: String,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Compression preset: studio, balanced or live.
+    #[arg(long, default_value = "live")]
+    pub preset: String,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.9)]
+    pub temperature: f32,
+    /// A MIDI file whose top line is played first; Wren answers it.
+    #[arg(long)]
+    pub primer: Option<PathBuf>,
+    /// Time signature numerator/denominator.
+    #[arg(long, default_value = "4/4")]
+    pub meter: String,
+    /// Sample rate of the output.
+    #[arg(long, default_value_t = 48_000)]
+    pub sample_rate: u32,
+    /// Output folder.
+    #[arg(long, default_value = "target/render")]
+    pub out: PathBuf,
+}
+
+/// Parses a key name into a pitch class (0 = C).
+pub fn parse_key(name: &str) -> Result<u8> {
+    let mut chars = name.trim().chars();
+    let letter = chars.next().context("empty key")?.to_ascii_uppercase();
+    let base: i32 = match letter {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => bail!("unknown key {name:?}; use C, C#, Db, ... B"),
+    };
+    let shift: i32 = chars
+        .map(|c| match c {
+            '#' => 1,
+            'b' => -1,
+            _ => 0,
+        })
+        .sum();
+    Ok((base + shift).rem_euclid(12) as u8)
+}
+
+/// Parses a scale name.
+pub fn parse_scale(name: &str) -> Result<Scale> {
+    let names = [
+        "chromatic",
+        "major",
+        "minor",
+        "dorian",
+        "mixolydian",
+        "pentatonic",
+        "harmonic-minor",
+    ];
+    let index = names
+        .iter()
+        .position(|n| *n == name.to_ascii_lowercase())
+        .with_context(|| format!("unknown scale {name:?}; one of {}", names.join(", ")))?;
+    Ok(Scale::ALL[index])
+}
+
+fn key_name(key: u8) -> &'static str {
+    [
+        "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+    ][key as usize % 12]
+}
+
+/// Notes and audio of a finished render.
+pub struct Rendered {
+    /// Mono samples.
+    pub audio: Vec<f32>,
+    /// Generated notes with times in seconds.
+    pub notes: Vec<TimedNote>,
+    /// Late steps (none are expected offline).
+    pub late_steps: u64,
+}
+
+/// The timeline of a render.
+pub struct Timeline {
+    /// Time signature.
+    pub meter: (u32, u32),
+    /// Beats per minute.
+    pub tempo: f64,
+    /// Length in seconds.
+    pub seconds: f64,
+    /// Output sample rate.
+    pub sample_rate: u32,
+}
+
+/// Renders with an engine in offline mode, blocks of `block` samples.
+pub fn render_engine(
+    engine: &mut Engine,
+    settings: &Settings,
+    timeline: &Timeline,
+    primer: &[NoteEvent],
+    block: usize,
+) -> Rendered {
+    let Timeline {
+        meter,
+        tempo,
+        seconds,
+        sample_rate,
+    } = *timeline;
+    let total = (seconds * sample_rate as f64).round() as usize;
+    let (mut left, mut right) = (vec![0.0; block], vec![0.0; block]);
+    let mut audio = Vec::with_capacity(total);
+    let mut open: Vec<(u8, u8, f64)> = Vec::new();
+    let mut notes = Vec::new();
+    let mut block_events = Vec::new();
+    let mut position = 0usize;
+    while position < total {
+        let frames = block.min(total - position);
+        let transport = Transport {
+            playing: true,
+            tempo: Some(tempo),
+            pos_beats: Some(position as f64 / sample_rate as f64 * tempo / 60.0),
+            time_signature: Some(meter),
+        };
+        block_events.clear();
+        block_events.extend(primer.iter().filter_map(|e| shift(e, position, frames)));
+        let mut out_events = Vec::new();
+        engine.process(
+            &transport,
+            settings,
+            &block_events,
+            true,
+            &mut left[..frames],
+            &mut right[..frames],
+            &mut |e| out_events.push(e),
+        );
+        for event in out_events {
+            let at = (position + event.offset() as usize) as f64 / sample_rate as f64;
+            match event {
+                NoteEvent::On { note, velocity, .. } => open.push((note, velocity, at)),
+                NoteEvent::Off { note, .. } => {
+                    if let Some(i) = open.iter().position(|o| o.0 == note) {
+                        let (pitch, velocity, start) = open.remove(i);
+                        notes.push(TimedNote {
+                            start,
+                            length: at - start,
+                            pitch,
+                            velocity,
+                        });
+                    }
+                }
+                NoteEvent::AllOff { .. } => {}
+            }
+        }
+        audio.extend_from_slice(&left[..frames]);
+        position += frames;
+    }
+    let end = total as f64 / sample_rate as f64;
+    for (pitch, velocity, start) in open {
+        notes.push(TimedNote {
+            start,
+            length: end - start,
+            pitch,
+            velocity,
+        });
+    }
+    notes.sort_by(|a, b| a.start.total_cmp(&b.start));
+    Rendered {
+        audio,
+        notes,
+        late_steps: engine.stats().late_steps,
+    }
+}
+
+/// A primer event moved into a block, if it falls inside it.
+fn shift(event: &NoteEvent, position: usize, frames: usize) -> Option<NoteEvent> {
+    let at = event.offset() as usize;
+    if at < position || at >= position + frames {
+        return None;
+    }
+    let offset = (at - position) as u32;
+    Some(match *event {
+        NoteEvent::On { note, velocity, .. } => NoteEvent::On {
+            offset,
+            note,
+            velocity,
+        },
+        NoteEvent::Off { note, .. } => NoteEvent::Off { offset, note },
+        NoteEvent::AllOff { .. } => NoteEvent::AllOff { offset },
+    })
+}
+
+/// The primer's top line as note events at absolute sample positions.
+fn primer_events(path: &Path, tempo: f64, sample_rate: u32) -> Result<(Vec<NoteEvent>, f64)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let melody = read_melody(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let samples_per_step = sample_rate as f64 * 60.0 / tempo / 4.0;
+    let at = |step: usize| (step as f64 * samples_per_step).round() as u32;
+    let mut events = Vec::new();
+    let mut sounding: Option<u8> = None;
+    for (step, token) in melody.tokens.iter().enumerate() {
+        match *token {
+            Token::Hold => {}
+            Token::Rest | Token::Note(_) => {
+                if let Some(note) = sounding.take() {
+                    events.push(NoteEvent::Off {
+                        offset: at(step),
+                        note,
+                    });
+                }
+                if let Token::Note(note) = *token {
+                    events.push(NoteEvent::On {
+                        offset: at(step),
+                        note,
+                        velocity: 96,
+                    });
+                    sounding = Some(note);
+                }
+            }
+        }
+    }
+    if let Some(note) = sounding {
+        events.push(NoteEvent::Off {
+            offset: at(melody.tokens.len()),
+            note,
+        });
+    }
+    Ok((
+        events,
+        melody.tokens.len() as f64 * samples_per_step / sample_rate as f64,
+    ))
+}
+
+/// Runs the command: writes `wren.wav` and `wren.mid` and prints a summary.
+pub fn run(args: &RenderArgs) -> Result<()> {
+    let (index, preset) = wren::presets::find(&args.preset)?;
+    let (numerator, denominator) = args
+        .meter
+        .split_once('/')
+        .and_then(|(n, d)| Some((n.parse::<u32>().ok()?, d.parse::<u32>().ok()?)))
+        .filter(|(n, d)| (1..=32).contains(n) && [1, 2, 4, 8, 16].contains(d))
+        .context("meter must look like 4/4 or 6/8")?;
+    if !(20.0..=400.0).contains(&args.tempo) || args.bars == 0 || args.bars > 1000 {
+        bail!("tempo must be 20 to 400 BPM and bars 1 to 1000");
+    }
+    let key = parse_key(&args.key)?;
+    let scale = parse_scale(&args.scale)?;
+    let loading = Instant::now();
+    let mut engine = wren::start_engine(args.sample_rate as f64).map_err(anyhow::Error::msg)?;
+    let load_ms = loading.elapsed().as_secs_f64() * 1e3;
+    let (primer, primer_seconds) = match &args.primer {
+        Some(path) => primer_events(path, args.tempo, args.sample_rate)?,
+        None => (Vec::new(), 0.0),
+    };
+    let settings = Settings {
+        variant: index,
+        controls: SamplingControls {
+            temperature: args.temperature,
+            key,
+            scale,
+            ..Default::default()
+        },
+        seed: args.seed,
+        mode: if primer.is_empty() {
+            Mode::Generate
+        } else {
+            Mode::Continue
+        },
+        ..Settings::default()
+    };
+    let meter = Meter::from_signature(numerator, denominator);
+    let seconds = args.bars as f64 * meter.bar_steps as f64 / 4.0 * 60.0 / args.tempo;
+    let seconds = seconds.max(primer_seconds);
+    let started = Instant::now();
+    let timeline = Timeline {
+        meter: (numerator, denominator),
+        tempo: args.tempo,
+        seconds,
+        sample_rate: args.sample_rate,
+    };
+    let rendered = render_engine(&mut engine, &settings, &timeline, &primer, 512);
+    let render_seconds = started.elapsed().as_secs_f64();
+
+    std::fs::create_dir_all(&args.out)?;
+    let wav = args.out.join("wren.wav");
+    write_wav(&wav, &rendered.audio, args.sample_rate)?;
+    let mid = args.out.join("wren.mid");
+    std::fs::write(&mid, write_notes(&rendered.notes, args.tempo, meter))?;
+
+    let entry = wren::engine::models::embedded_entry(&preset.melody);
+    let latency = step_latency(index)?;
+    let budget_us = 64.0 / 48_000.0 * 1e6;
+    println!("Wren render");
+    println!("  preset      {} ({})", preset.name, preset.description);
+    if let Some(e) = &entry {
+        println!(
+            "  model       {}: {} parameters, {} KiB, test NLL {:.3} nats/step",
+            e.name,
+            e.parameters,
+            e.weight_bytes / 1024,
+            e.metrics.get("test_nll").copied().unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "  key         {} {:?}, {}/{} at {:.1} BPM, seed {}",
+        key_name(key),
+        scale,
+        numerator,
+        denominator,
+        args.tempo,
+        args.seed
+    );
+    println!(
+        "  length      {} bars, {:.1} s, {} notes",
+        args.bars,
+        seconds,
+        rendered.notes.len()
+    );
+    println!(
+        "  step        p50 {:.1} us, p99 {:.1} us (real-time kernel)",
+        latency.0, latency.1
+    );
+    println!(
+        "  budget      {:.2}% of a 64-sample buffer at 48 kHz ({budget_us:.0} us) at p99",
+        latency.1 / budget_us * 100.0
+    );
+    println!(
+        "  speed       {:.0}x real time, models loaded in {load_ms:.0} ms, {} late steps",
+        seconds / render_seconds,
+        rendered.late_steps
+    );
+    println!("  wrote       {} and {}", wav.display(), mid.display());
+    Ok(())
+}
+
+/// Median and 99th percentile of the real-time kernel's step, in microseconds.
+pub fn step_latency(variant: usize) -> Result<(f64, f64)> {
+    let preset = &wren::presets::embedded()[variant];
+    let loaded = wren::engine::models::load_embedded(&[preset.melody.as_str()])?;
+    let times = time_kernel(&mut GruKernel::new(&loaded[0].net), 2000);
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+/// Times `steps` kernel steps on a one-hot input walk, in microseconds each.
+pub fn time_kernel(kernel: &mut GruKernel, steps: usize) -> Vec<f64> {
+    let shape = kernel.shape();
+    let mut state = vec![0.0; shape.state()];
+    let mut x = vec![0.0; shape.input];
+    let mut y = vec![0.0; shape.output];
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps + 100 {
+        wren::melody::tokens::write_input(
+            &mut x,
+            Token::from_index(i * 7 % 51),
+            (i % 16) as u32,
+            Meter::default(),
+        );
+        let t = Instant::now();
+        kernel.step(&x, &mut state, &mut y);
+        if i >= 100 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times
+}
+
+/// The `q` quantile of samples (sorted copy).
+pub fn percentile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn write_wav(path: &Path, audio: &[f32], sample_rate: u32) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for s in audio {
+        writer.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+    }
+    writer.finalize()?;
+    Ok(())
+}
