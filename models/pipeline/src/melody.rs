@@ -56,7 +56,7 @@ impl PipelineConfig {
             student: (144, 2),
             teacher_steps: 640,
             student_steps: 500,
-            distill_grid: vec![(0.5, 2.0), (0.2, 2.0)],
+            distill_grid: vec![(0.5, 2.0), (0.8, 1.0)],
             max_order: 8,
             seed: 7,
             subsample: 1,
