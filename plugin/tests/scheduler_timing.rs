@@ -41,45 +41,50 @@ fn settings() -> Settings {
     }
 }
 
-/// Plays `total` samples in blocks given by `block`, returning note-ons as
-/// absolute sample positions.
+/// Plays `total` samples at `tempo` in `meter`, in blocks sized by `block`;
+/// returns note-ons at absolute sample positions, and the left channel.
+fn play(
+    engine: &mut Engine,
+    sample_rate: f64,
+    (tempo, meter): (f64, (u32, u32)),
+    total: usize,
+    mut block: impl FnMut(usize) -> usize,
+) -> (Vec<(usize, u8)>, Vec<f32>) {
+    let (mut left, mut right) = (vec![0.0; 8192], vec![0.0; 8192]);
+    let (mut notes, mut audio) = (Vec::new(), Vec::with_capacity(total));
+    let mut position = 0;
+    for index in 0.. {
+        if position >= total {
+            break;
+        }
+        let frames = block(index).min(total - position);
+        let transport = Transport {
+            playing: true,
+            tempo: Some(tempo),
+            pos_beats: Some(position as f64 / sample_rate * tempo / 60.0),
+            time_signature: Some(meter),
+        };
+        let (l, r) = (&mut left[..frames], &mut right[..frames]);
+        engine.process(&transport, &settings(), &[], true, l, r, &mut |e| {
+            if let NoteEvent::On { offset, note, .. } = e {
+                notes.push((position + offset as usize, note));
+            }
+        });
+        audio.extend_from_slice(&left[..frames]);
+        position += frames;
+    }
+    (notes, audio)
+}
+
+/// Note-ons of [`play`] in 4/4.
 fn note_on_samples(
     engine: &mut Engine,
     sample_rate: f64,
     tempo: f64,
     total: usize,
-    mut block: impl FnMut(usize) -> usize,
+    block: impl FnMut(usize) -> usize,
 ) -> Vec<(usize, u8)> {
-    let mut left = vec![0.0; 8192];
-    let mut right = vec![0.0; 8192];
-    let mut position = 0;
-    let mut notes = Vec::new();
-    let mut index = 0;
-    while position < total {
-        let frames = block(index).min(total - position);
-        index += 1;
-        let transport = Transport {
-            playing: true,
-            tempo: Some(tempo),
-            pos_beats: Some(position as f64 / sample_rate * tempo / 60.0),
-            time_signature: Some((4, 4)),
-        };
-        engine.process(
-            &transport,
-            &settings(),
-            &[],
-            true,
-            &mut left[..frames],
-            &mut right[..frames],
-            &mut |e| {
-                if let NoteEvent::On { offset, note, .. } = e {
-                    notes.push((position + offset as usize, note));
-                }
-            },
-        );
-        position += frames;
-    }
-    notes
+    play(engine, sample_rate, (tempo, (4, 4)), total, block).0
 }
 
 #[test]
@@ -155,33 +160,7 @@ fn random_block_sizes_render_identical_audio_offline() {
     let sample_rate = 48_000.0;
     let render = |sizes: &mut dyn FnMut(usize) -> usize| -> Vec<f32> {
         let mut engine = wren::start_engine(sample_rate).unwrap();
-        let (mut left, mut right) = (vec![0.0; 4096], vec![0.0; 4096]);
-        let mut out = Vec::new();
-        let mut position = 0;
-        let mut index = 0;
-        while position < 48_000 * 3 {
-            let frames = sizes(index);
-            index += 1;
-            let transport = Transport {
-                playing: true,
-                tempo: Some(140.0),
-                pos_beats: Some(position as f64 / sample_rate * 140.0 / 60.0),
-                time_signature: Some((6, 8)),
-            };
-            engine.process(
-                &transport,
-                &settings(),
-                &[],
-                true,
-                &mut left[..frames],
-                &mut right[..frames],
-                &mut |_| {},
-            );
-            out.extend_from_slice(&left[..frames]);
-            position += frames;
-        }
-        out.truncate(48_000 * 3);
-        out
+        play(&mut engine, sample_rate, (140.0, (6, 8)), 48_000 * 3, sizes).1
     };
     let fixed = render(&mut |_| 512);
     let mut seed = 99u64;
