@@ -74,17 +74,12 @@ impl Wren {
     }
 
     /// Moves this block's note input from the host into `midi_in`, dropping
-    /// what does not fit its capacity. The engine needs offsets in order; an
-    /// event a host sends out of order is moved to the latest offset before
-    /// it. Real-time safe.
+    /// what does not fit its capacity. Real-time safe.
     fn take_midi_in(&mut self, context: &mut impl ProcessContext<Self>) {
         self.midi_in.clear();
-        let mut latest = 0;
         while let Some(event) = context.next_event() {
             let fits = self.midi_in.len() < self.midi_in.capacity();
             if let Some(event) = host::note_in(&event).filter(|_| fits) {
-                let event = host::not_before(event, latest);
-                latest = event.offset();
                 self.midi_in.push(event);
             }
         }

@@ -75,6 +75,7 @@ fn manifest_matches_the_shipped_files() {
         let net = import(bytes).unwrap().net;
         assert_eq!(entry.parameters, net.parameters(), "{name}");
         assert_eq!(entry.shape, net.shape(), "{name}");
+        assert_eq!(entry.weight_bytes, net.bytes(), "{name}");
         for metric in ["test_nll", "test_accuracy", "valid_nll"] {
             assert!(
                 entry.metrics.get(metric).is_some_and(|v| v.is_finite()),
@@ -93,4 +94,7 @@ fn manifest_matches_the_shipped_files() {
         "dataset checksum"
     );
     assert!(manifest.baselines["ngram"]["test_nll"].is_finite());
+    let int8 = manifest.get("melody-student-int8").unwrap().weight_bytes;
+    let f32 = manifest.get("melody-student").unwrap().weight_bytes;
+    assert!(int8 * 3 < f32, "int8 student takes {int8} bytes, f32 {f32}");
 }

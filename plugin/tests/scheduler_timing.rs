@@ -48,32 +48,80 @@ fn play(
     sample_rate: f64,
     (tempo, meter): (f64, (u32, u32)),
     total: usize,
-    mut block: impl FnMut(usize) -> usize,
+    block: impl FnMut(usize) -> usize,
 ) -> (Vec<(usize, u8)>, Vec<f32>) {
+    let host = |position: usize| Transport {
+        playing: true,
+        tempo: Some(tempo),
+        pos_beats: Some(position as f64 / sample_rate * tempo / 60.0),
+        time_signature: Some(meter),
+    };
+    let (notes, audio) = play_with(engine, host, total, block);
+    let ons = notes
+        .into_iter()
+        .filter_map(|(at, e)| match e {
+            NoteEvent::On { note, .. } => Some((at, note)),
+            _ => None,
+        })
+        .collect();
+    (ons, audio)
+}
+
+/// Plays `total` samples offline in blocks sized by `block`, asking `host`
+/// for the transport at each block's first sample; returns every generated
+/// event at its absolute sample position, and the left channel.
+fn play_with(
+    engine: &mut Engine,
+    mut host: impl FnMut(usize) -> Transport,
+    total: usize,
+    mut block: impl FnMut(usize) -> usize,
+) -> (Vec<(usize, NoteEvent)>, Vec<f32>) {
     let (mut left, mut right) = (vec![0.0; 8192], vec![0.0; 8192]);
-    let (mut notes, mut audio) = (Vec::new(), Vec::with_capacity(total));
+    let (mut events, mut audio) = (Vec::new(), Vec::with_capacity(total));
     let mut position = 0;
     for index in 0.. {
         if position >= total {
             break;
         }
         let frames = block(index).min(total - position);
-        let transport = Transport {
-            playing: true,
-            tempo: Some(tempo),
-            pos_beats: Some(position as f64 / sample_rate * tempo / 60.0),
-            time_signature: Some(meter),
-        };
+        let transport = host(position);
         let (l, r) = (&mut left[..frames], &mut right[..frames]);
         engine.process(&transport, &settings(), &[], true, l, r, &mut |e| {
-            if let NoteEvent::On { offset, note, .. } = e {
-                notes.push((position + offset as usize, note));
-            }
+            events.push((position + e.offset() as usize, e));
         });
         audio.extend_from_slice(&left[..frames]);
         position += frames;
     }
-    (notes, audio)
+    (events, audio)
+}
+
+/// The transport of a host at `beats`, 4/4.
+fn at_beats(playing: bool, tempo: f64, beats: f64) -> Transport {
+    Transport {
+        playing,
+        tempo: Some(tempo),
+        pos_beats: Some(beats),
+        time_signature: Some((4, 4)),
+    }
+}
+
+/// Pitches of the note-ons among `events`, with their step on a grid of
+/// `samples_per_step` that starts at sample `origin` (rounded).
+fn steps_and_pitches(
+    events: &[(usize, NoteEvent)],
+    origin: usize,
+    samples_per_step: f64,
+) -> Vec<(i64, u8)> {
+    events
+        .iter()
+        .filter_map(|(at, e)| match *e {
+            NoteEvent::On { note, .. } if *at >= origin => Some((
+                ((*at - origin) as f64 / samples_per_step).round() as i64,
+                note,
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Note-ons of [`play`] in 4/4.
@@ -175,4 +223,324 @@ fn random_block_sizes_render_identical_audio_offline() {
     assert_eq!(fixed.len(), random.len());
     let mismatch = fixed.iter().zip(&random).position(|(a, b)| a != b);
     assert_eq!(mismatch, None, "first differing sample");
+}
+
+#[test]
+fn an_event_out_of_order_takes_effect_at_the_offset_before_it() {
+    let mut engine = Engine::new(vec![always_note(62)], 48_000.0).unwrap();
+    let thru = Settings {
+        mode: wren::engine::Mode::Thru,
+        ..settings()
+    };
+    let events = [
+        NoteEvent::On {
+            offset: 40,
+            note: 69,
+            velocity: 100,
+        },
+        NoteEvent::Off {
+            offset: 10,
+            note: 50,
+        },
+        NoteEvent::On {
+            offset: 5,
+            note: 72,
+            velocity: 100,
+        },
+    ];
+    let (mut left, mut right) = (vec![0.0; 64], vec![0.0; 64]);
+    let transport = Transport::default();
+    engine.process(
+        &transport,
+        &thru,
+        &events,
+        false,
+        &mut left,
+        &mut right,
+        &mut |_| {},
+    );
+    assert!(
+        left[..40].iter().all(|s| *s == 0.0),
+        "nothing sounds before the first event"
+    );
+    assert!(
+        left[41..].iter().any(|s| *s != 0.0),
+        "both notes sound from offset 40"
+    );
+}
+
+const RATE: f64 = 48_000.0;
+/// Samples per 16th at 120 BPM and 48 kHz.
+const STEP_120: f64 = 6_000.0;
+
+#[test]
+fn a_loop_back_replays_the_same_notes() {
+    let mut engine = wren::start_engine(RATE).unwrap();
+    // Two bars of 4/4 at 120 BPM, looped twice; blocks of 512 fit them exactly.
+    let loop_samples = (32.0 * STEP_120) as usize;
+    let host = |at: usize| at_beats(true, 120.0, (at % loop_samples) as f64 / 24_000.0);
+    let (events, _) = play_with(&mut engine, host, 2 * loop_samples, |_| 512);
+    let first: Vec<_> = steps_and_pitches(&events, 0, STEP_120)
+        .into_iter()
+        .filter(|(step, _)| *step < 32)
+        .collect();
+    let second = steps_and_pitches(&events, loop_samples, STEP_120);
+    assert!(first.len() >= 6, "the model should play: {first:?}");
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_jump_plays_what_a_fresh_start_there_plays() {
+    let (bar_8, samples) = (32.0, (32.0 * STEP_120) as usize);
+    let mut jumped = wren::start_engine(RATE).unwrap();
+    // One bar from the start, then a jump to bar 8.
+    let host = |at: usize| {
+        let beats = at as f64 / 24_000.0;
+        at_beats(
+            true,
+            120.0,
+            if beats < 4.0 {
+                beats
+            } else {
+                beats - 4.0 + bar_8
+            },
+        )
+    };
+    let (events, _) = play_with(&mut jumped, host, samples / 2 + samples, |_| 500);
+    let after_jump = steps_and_pitches(&events, samples / 2, STEP_120);
+    let mut fresh = wren::start_engine(RATE).unwrap();
+    let host = |at: usize| at_beats(true, 120.0, bar_8 + at as f64 / 24_000.0);
+    let (events, _) = play_with(&mut fresh, host, samples, |_| 500);
+    let from_start = steps_and_pitches(&events, 0, STEP_120);
+    assert!(
+        from_start.len() >= 6,
+        "the model should play: {from_start:?}"
+    );
+    assert_eq!(after_jump, from_start);
+}
+
+#[test]
+fn a_tempo_change_moves_the_grid_and_keeps_the_melody() {
+    // 120 BPM for two bars, then 90 BPM; the host's beat position runs on.
+    let change_at = (32.0 * STEP_120) as usize;
+    let beats_at = |at: usize| {
+        if at < change_at {
+            at as f64 / 24_000.0
+        } else {
+            8.0 + (at - change_at) as f64 / 32_000.0
+        }
+    };
+    let tempo_at = |at: usize| if at < change_at { 120.0 } else { 90.0 };
+    let total = change_at + 32 * 8_000;
+    let mut changing = wren::start_engine(RATE).unwrap();
+    let host = |at: usize| at_beats(true, tempo_at(at), beats_at(at));
+    let (events, _) = play_with(&mut changing, host, total, |_| 480);
+    let mut steady = wren::start_engine(RATE).unwrap();
+    let host = |at: usize| at_beats(true, 120.0, at as f64 / 24_000.0);
+    let (reference, _) = play_with(&mut steady, host, 64 * STEP_120 as usize, |_| 480);
+
+    let ons: Vec<(usize, u8)> = events
+        .iter()
+        .filter_map(|(at, e)| match *e {
+            NoteEvent::On { note, .. } => Some((*at, note)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        ons.iter().any(|(at, _)| *at > change_at),
+        "notes after the change"
+    );
+    // Every note lands on its 16th of the tempo map, to the sample.
+    let mut steps = Vec::new();
+    for (at, note) in &ons {
+        let step = (beats_at(*at) * 4.0).round();
+        let grid = if step < 32.0 {
+            step * STEP_120
+        } else {
+            change_at as f64 + (step - 32.0) * 8_000.0
+        };
+        assert!(
+            (*at as f64 - grid).abs() <= 1.0,
+            "note at {at}, grid {grid}"
+        );
+        steps.push((step as i64, *note));
+    }
+    // The tokens belong to steps, not seconds: the melody is the same.
+    assert_eq!(steps, steps_and_pitches(&reference, 0, STEP_120));
+}
+
+#[test]
+fn stopping_silences_and_play_resumes_the_same_melody() {
+    let (stop_at, pause) = ((20.0 * STEP_120) as usize + 100, 48_000);
+    let total = (64.0 * STEP_120) as usize + pause;
+    let mut engine = wren::start_engine(RATE).unwrap();
+    let host = |at: usize| {
+        let moving = if at < stop_at {
+            at
+        } else if at < stop_at + pause {
+            stop_at
+        } else {
+            at - pause
+        };
+        at_beats(
+            at < stop_at || at >= stop_at + pause,
+            120.0,
+            moving as f64 / 24_000.0,
+        )
+    };
+    // Blocks of 100 samples: the stop and the restart fall on block starts.
+    let (events, audio) = play_with(&mut engine, host, total, |_| 100);
+    let mut steady = wren::start_engine(RATE).unwrap();
+    let host = |at: usize| at_beats(true, 120.0, at as f64 / 24_000.0);
+    let (reference, _) = play_with(&mut steady, host, total - pause, |_| 100);
+
+    let during_pause: Vec<_> = events
+        .iter()
+        .filter(|(at, _)| (stop_at + 1..stop_at + pause).contains(at))
+        .collect();
+    assert!(
+        during_pause.is_empty(),
+        "events while stopped: {during_pause:?}"
+    );
+    // The voice's release ends well within 0.8 s.
+    let quiet_from = stop_at + 40_000;
+    assert!(
+        audio[quiet_from..stop_at + pause].iter().all(|s| *s == 0.0),
+        "a stopped transport is silent once the release has passed"
+    );
+    // Generated notes are balanced: whatever sounded at the stop was ended.
+    let ons_before = events
+        .iter()
+        .filter(|(at, e)| *at <= stop_at && matches!(e, NoteEvent::On { .. }))
+        .count();
+    let offs_before = events
+        .iter()
+        .filter(|(at, e)| *at <= stop_at && matches!(e, NoteEvent::Off { .. }))
+        .count();
+    assert_eq!(ons_before, offs_before, "a note left hanging at the stop");
+    // Shifted back by the pause, the notes are the uninterrupted run's.
+    let shifted: Vec<(i64, u8)> = events
+        .iter()
+        .filter_map(|(at, e)| match *e {
+            NoteEvent::On { note, .. } => {
+                let at = if *at >= stop_at + pause {
+                    at - pause
+                } else {
+                    *at
+                };
+                Some(((at as f64 / STEP_120).round() as i64, note))
+            }
+            _ => None,
+        })
+        .collect();
+    let resumed: Vec<_> = shifted.iter().filter(|(s, _)| *s > 21).collect();
+    assert!(resumed.len() >= 6, "the melody should go on: {shifted:?}");
+    let expected = steps_and_pitches(&reference, 0, STEP_120);
+    assert_eq!(
+        shifted.iter().filter(|(s, _)| *s > 21).collect::<Vec<_>>(),
+        expected.iter().filter(|(s, _)| *s > 21).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_first_step_after_play_is_ready_in_real_time() {
+    let mut engine = wren::start_engine(RATE).unwrap();
+    let (mut left, mut right) = (vec![0.0; 256], vec![0.0; 256]);
+    let mut ons = Vec::new();
+    // Stopped at bar 3: Wren cues the steps there while the host stands still.
+    let stopped = at_beats(false, 120.0, 8.0);
+    let mut waited = 0;
+    while engine
+        .inference_stats()
+        .steps
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 4
+    {
+        engine.process(
+            &stopped,
+            &settings(),
+            &[],
+            false,
+            &mut left,
+            &mut right,
+            &mut |_| {},
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        waited += 1;
+        assert!(waited < 2_000, "the inference thread computed no cued step");
+    }
+    engine.process(
+        &at_beats(true, 120.0, 8.0),
+        &settings(),
+        &[],
+        false,
+        &mut left,
+        &mut right,
+        &mut |e| ons.push(e),
+    );
+    assert_eq!(engine.stats().late_steps, 0);
+    assert_eq!(engine.stats().played_steps, 1);
+}
+
+#[test]
+fn continue_mode_answers_after_half_a_bar_of_silence_for_as_long_as_the_call() {
+    let mut engine = Engine::new(vec![always_note(62)], RATE).unwrap();
+    let follow = Settings {
+        mode: wren::engine::Mode::Continue,
+        ..settings()
+    };
+    let step = STEP_120 as usize;
+    // The user plays four quarter notes, each held three 16ths: steps 0 to 14.
+    let mut user = Vec::new();
+    for (k, note) in [60u8, 62, 64, 65].into_iter().enumerate() {
+        user.push((
+            k * 4 * step,
+            NoteEvent::On {
+                offset: 0,
+                note,
+                velocity: 90,
+            },
+        ));
+        user.push((k * 4 * step + 3 * step, NoteEvent::Off { offset: 0, note }));
+    }
+    let (mut left, mut right) = (vec![0.0; 500], vec![0.0; 500]);
+    let mut answer = Vec::new();
+    for block in 0..(64 * step / 500) {
+        let start = block * 500;
+        let events: Vec<NoteEvent> = user
+            .iter()
+            .filter(|(at, _)| (start..start + 500).contains(at))
+            .map(|(at, e)| match *e {
+                NoteEvent::On { note, velocity, .. } => NoteEvent::On {
+                    offset: (at - start) as u32,
+                    note,
+                    velocity,
+                },
+                NoteEvent::Off { note, .. } => NoteEvent::Off {
+                    offset: (at - start) as u32,
+                    note,
+                },
+                other => other,
+            })
+            .collect();
+        let host = at_beats(true, 120.0, start as f64 / 24_000.0);
+        engine.process(
+            &host,
+            &follow,
+            &events,
+            true,
+            &mut left,
+            &mut right,
+            &mut |e| {
+                if let NoteEvent::On { offset, note, .. } = e {
+                    answer.push((((start + offset as usize) / step) as i64, note));
+                }
+            },
+        );
+    }
+    // Silence from step 15; half a bar later (step 22) Wren starts to answer,
+    // for one bar, the length of the call: steps 23 to 37, then it listens again.
+    let steps: Vec<i64> = answer.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, (23..38).collect::<Vec<_>>(), "answer steps");
+    assert!(answer.iter().all(|(_, n)| *n == 62));
 }

@@ -19,7 +19,7 @@ echo "== bundle"
 cargo xtask bundle
 
 echo "== CLAP in clack-host"
-WREN_REQUIRE_BUNDLE=1 cargo test -p wren --test clap_host -- --nocapture
+WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host -- --nocapture
 
 echo "== VST3 in pedalboard and dawdreamer"
 "$python" tests/hosts/test_vst3.py

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Loads the bundled Wren.vst3 in two real VST3 hosts, pedalboard and
 dawdreamer, locks it to A minor, renders eight seconds in each and checks that
-Wren sounds and that the pitches heard belong to A minor.
+Wren sounds and that the pitches heard belong to A minor. Then, in each host,
+sets every parameter away from its default, saves the plugin's state, loads it
+into a fresh instance and checks that every parameter came back.
 
 Pitch is read from the audio: the strongest spectral peak of each frame (Wren's
 voice has its strongest partial at the fundamental), frames grouped into note
@@ -182,6 +184,68 @@ def render_dawdreamer(path):
     return plugin.get_audio()
 
 
+def away_from(default):
+    """A normalized value well away from a parameter's default."""
+    return 0.9 if default < 0.5 else 0.1
+
+
+def state_pedalboard(path):
+    import pedalboard
+
+    def values(plugin):
+        return {name: plugin.parameters[name].raw_value for name in sorted(PARAMETERS)}
+
+    source = pedalboard.load_plugin(str(path))
+    defaults = values(source)
+    for name in PARAMETERS:
+        source.parameters[name].raw_value = away_from(defaults[name])
+    changed = values(source)
+    same = sorted(n for n in PARAMETERS if abs(changed[n] - defaults[n]) < 0.05)
+    check(not same, f"pedalboard: setting {same} left them at their defaults")
+    state = source.raw_state
+    check(len(state) > 0, "pedalboard: empty state")
+    restored = pedalboard.load_plugin(str(path))
+    check(values(restored) == defaults, "pedalboard: a fresh instance is not at its defaults")
+    restored.raw_state = state
+    got = values(restored)
+    lost = {n: (changed[n], got[n]) for n in PARAMETERS if abs(got[n] - changed[n]) > 1e-4}
+    check(not lost, f"pedalboard: state round trip lost (saved, restored) {lost}")
+    print(f"pedalboard: state of {len(state)} bytes restores all {len(PARAMETERS)} parameters")
+
+
+def state_dawdreamer(path):
+    import tempfile
+
+    import dawdreamer
+
+    def make(engine, name):
+        plugin = engine.make_plugin_processor(name, str(path))
+        index = {d["name"]: d["index"] for d in plugin.get_parameters_description()}
+        return plugin, index
+
+    def values(plugin, index):
+        return {name: plugin.get_parameter(index[name]) for name in sorted(PARAMETER_NAMES)}
+
+    engine = dawdreamer.RenderEngine(SAMPLE_RATE, BLOCK)
+    source, index = make(engine, "source")
+    defaults = values(source, index)
+    for name in PARAMETER_NAMES:
+        source.set_parameter(index[name], away_from(defaults[name]))
+    changed = values(source, index)
+    same = sorted(n for n in PARAMETER_NAMES if abs(changed[n] - defaults[n]) < 0.05)
+    check(not same, f"dawdreamer: setting {same} left them at their defaults")
+    with tempfile.TemporaryDirectory() as folder:
+        file = str(Path(folder) / "wren.state")
+        source.save_state(file)
+        check(Path(file).stat().st_size > 0, "dawdreamer: empty state file")
+        restored, _ = make(engine, "restored")
+        restored.load_state(file)
+    got = values(restored, index)
+    lost = {n: (changed[n], got[n]) for n in PARAMETER_NAMES if abs(got[n] - changed[n]) > 1e-4}
+    check(not lost, f"dawdreamer: state round trip lost (saved, restored) {lost}")
+    print(f"dawdreamer: state restores all {len(PARAMETER_NAMES)} parameters")
+
+
 def main():
     path = bundle_path()
     if not path.exists():
@@ -201,6 +265,17 @@ def main():
                 print(f"FAIL: {host} raised (attempt {attempt})", file=sys.stderr)
         else:
             failures += 1
+    for host, round_trip in [("pedalboard", state_pedalboard), ("dawdreamer", state_dawdreamer)]:
+        try:
+            round_trip(path)
+            print(f"ok: {host} state round trip")
+        except Failure as failure:
+            failures += 1
+            print(f"FAIL: {failure}", file=sys.stderr)
+        except Exception:
+            failures += 1
+            traceback.print_exc()
+            print(f"FAIL: {host} state round trip raised", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -10,6 +10,7 @@ use wren::melody::ngram::{argmax, NGram};
 use wren::melody::smf::read_melody;
 use wren::melody::tokens::{write_input, Melody, Token, VOCAB};
 use wren::model::kernel::GruKernel;
+use wren_pipeline::batches::transposed_copies;
 
 /// Files to evaluate on.
 #[derive(clap::Args, Debug)]
@@ -86,11 +87,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .unwrap_or(1.0)
         > 0.5;
     let tunes = read_dataset(std::path::Path::new("models/data/melodies.tsv.gz"))?;
-    let train: Vec<Melody> = tunes
-        .iter()
-        .filter(|t| t.split == Split::Train)
-        .flat_map(|t| (-5..=6).filter_map(|s| t.melody.transposed(s)))
-        .collect();
+    let train_split = tunes.iter().filter(|t| t.split == Split::Train);
+    let train = transposed_copies(train_split.map(|t| &t.melody));
     let ngram = NGram::train(order, with_position, train.iter());
     let (nll, accuracy) = ngram.evaluate(melodies.iter());
     let steps = melodies.iter().map(|m| m.tokens.len()).sum();

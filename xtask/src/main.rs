@@ -60,9 +60,9 @@ enum Command {
         /// Also copy the bundles to ~/.vst3 and ~/.clap.
         #[arg(long)]
         install: bool,
-        /// Build optimized.
+        /// Build without optimization (faster to build, too slow to play).
         #[arg(long)]
-        release: bool,
+        debug: bool,
     },
     /// Render bars of generated melody offline to target/render/wren.wav and wren.mid.
     Render(render::RenderArgs),
@@ -92,7 +92,7 @@ fn main() -> Result<()> {
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     match cli.command {
-        Command::Bundle { install, release } => bundle::run(install, release),
+        Command::Bundle { install, debug } => bundle::run(install, !debug),
         Command::Render(args) => render::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),

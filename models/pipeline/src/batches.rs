@@ -1,9 +1,17 @@
 //! Training windows and evaluation batches from the melody dataset.
 
-use wren::melody::tokens::{Melody, BAR_POSITIONS, VOCAB};
+use wren::engine::sampling::Pcg;
+use wren::melody::tokens::{input_rows, Melody, Token, BAR_POSITIONS, VOCAB};
 
 /// Transpositions used for augmentation: every key, where the range allows.
 pub const TRANSPOSITIONS: std::ops::RangeInclusive<i32> = -5..=6;
+
+/// Every melody in every key its notes fit, for the n-gram baseline.
+pub fn transposed_copies<'a>(melodies: impl Iterator<Item = &'a Melody>) -> Vec<Melody> {
+    melodies
+        .flat_map(|m| TRANSPOSITIONS.filter_map(move |s| m.transposed(s)))
+        .collect()
+}
 
 /// A batch of sequences as flat index arrays, `batch * len` each.
 pub struct Batch {
@@ -24,24 +32,9 @@ pub struct Batch {
 }
 
 /// Input rows of step `i` of a melody: previous token, position, meter.
-fn rows(melody: &Melody, i: usize) -> (u32, u32, u32) {
-    use wren::melody::tokens::{write_input, Token, INPUT_SIZE};
-    let previous = if i == 0 {
-        Token::Rest
-    } else {
-        melody.tokens[i - 1]
-    };
-    let mut x = [0f32; INPUT_SIZE];
-    write_input(&mut x, previous, melody.step_in_bar(i), melody.meter);
-    let meter = x[VOCAB + BAR_POSITIONS..]
-        .iter()
-        .position(|v| *v == 1.0)
-        .unwrap_or(0);
-    (
-        previous.index() as u32,
-        (VOCAB + melody.step_in_bar(i) as usize % BAR_POSITIONS) as u32,
-        (VOCAB + BAR_POSITIONS + meter) as u32,
-    )
+fn rows(melody: &Melody, i: usize) -> [u32; 3] {
+    let previous = i.checked_sub(1).map_or(Token::Rest, |p| melody.tokens[p]);
+    input_rows(previous, melody.step_in_bar(i), melody.meter).map(|r| r as u32)
 }
 
 /// Whole melodies, padded to the longest, for evaluation.
@@ -69,7 +62,7 @@ fn empty(batch: usize, len: usize) -> Batch {
 }
 
 fn put(batch: &mut Batch, at: usize, melody: &Melody, i: usize) {
-    let (previous, position, meter) = rows(melody, i);
+    let [previous, position, meter] = rows(melody, i);
     batch.previous[at] = previous;
     batch.position[at] = position;
     batch.meter[at] = meter;
@@ -78,32 +71,24 @@ fn put(batch: &mut Batch, at: usize, melody: &Melody, i: usize) {
 }
 
 /// A small deterministic generator (PCG-XSH-RR) so runs repeat exactly.
-pub struct Rng(u64);
+pub struct Rng(Pcg);
 
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x853c_49e6_748f_ea9b)
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let x = self.0;
-        let value = (((x >> 18) ^ x) >> 27) as u32;
-        value.rotate_right((x >> 59) as u32)
+        Rng(Pcg::from_state(
+            seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x853c_49e6_748f_ea9b,
+        ))
     }
 
     /// A uniform integer below `n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u32() as u64 * n as u64) >> 32) as usize
+        ((self.0.next_u32() as u64 * n as u64) >> 32) as usize
     }
 
-    /// A uniform number in `[0, 1)`.
+    /// A uniform number in `[0, 1)` with 32 random bits.
     pub fn unit(&mut self) -> f64 {
-        self.next_u32() as f64 / 4_294_967_296.0
+        self.0.next_u32() as f64 / 4_294_967_296.0
     }
 }
 

@@ -2,17 +2,17 @@
 //! evaluation and export, each stage cached under a work folder.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use wren::melody::dataset::{file_sha256, read_dataset, Split, Tune};
 use wren::melody::ngram::NGram;
-use wren::melody::tokens::{Melody, INPUT_SIZE, VOCAB};
+use wren::melody::tokens::{write_input, Melody, Token, INPUT_SIZE, VOCAB};
 use wren::model::manifest::{Compression, DataRecord, Manifest, ModelEntry};
 use wren::model::{onnx, GruNet};
 
-use crate::batches::{full_batch, TRANSPOSITIONS};
+use crate::batches::{full_batch, transposed_copies, TRANSPOSITIONS};
 use crate::net::MelodyNet;
 use crate::train::{evaluate, train, Distill, TrainConfig};
 
@@ -344,11 +344,7 @@ fn cached(
 }
 
 fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64>> {
-    let augmented: Vec<Melody> = data
-        .train
-        .iter()
-        .flat_map(|m| TRANSPOSITIONS.filter_map(move |s| m.transposed(s)))
-        .collect();
+    let augmented = transposed_copies(data.train.iter());
     let mut best: Option<(f64, NGram)> = None;
     for with_position in [false, true] {
         let mut model = NGram::train(config.max_order, with_position, augmented.iter());
@@ -454,9 +450,8 @@ fn write_golden(
     let inputs = (0..steps)
         .map(|i| {
             let mut x = vec![0.0; INPUT_SIZE];
-            x[batch.previous[i] as usize] = 1.0;
-            x[batch.position[i] as usize] = 1.0;
-            x[batch.meter[i] as usize] = 1.0;
+            let previous = i.checked_sub(1).map_or(Token::Rest, |p| window.tokens[p]);
+            write_input(&mut x, previous, window.step_in_bar(i), window.meter);
             x
         })
         .collect();
@@ -469,9 +464,4 @@ fn write_golden(
     let path = config.out_dir.join("golden").join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string(&golden)?)?;
     Ok(())
-}
-
-/// The default work folder beside a models folder.
-pub fn work_dir(models: &Path) -> PathBuf {
-    models.join("work")
 }

@@ -26,7 +26,14 @@ fn tiny_pipeline_produces_loadable_models_and_manifest() {
     }
     let int8 = manifest.get("melody-student-int8").unwrap();
     assert_eq!(int8.compression.precision, "int8");
-    assert!(int8.weight_bytes < manifest.get("melody-student").unwrap().weight_bytes / 3);
+    // Biases and per-column scales stay f32, and at this tiny width they are
+    // a large share; the shipped models' ratio is checked in golden_onnx.rs.
+    let f32_bytes = manifest.get("melody-student").unwrap().weight_bytes;
+    assert!(
+        int8.weight_bytes * 2 < f32_bytes,
+        "int8 {} bytes vs f32 {f32_bytes}",
+        int8.weight_bytes
+    );
     assert!(manifest.baselines["ngram"]["test_nll"].is_finite());
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -199,7 +199,8 @@ impl Engine {
     }
 
     /// Renders one block into `left` and `right` (same length), reading
-    /// `midi_in` (sorted by offset) and reporting notes through `midi_out`.
+    /// `midi_in` and reporting notes through `midi_out`. An event earlier than
+    /// the one before it takes effect at that one's offset.
     ///
     /// Real-time safe when `offline` is false: no allocation, lock or wait.
     #[allow(clippy::too_many_arguments)] // a block's separate inputs and outputs
@@ -216,49 +217,50 @@ impl Engine {
         let frames = left.len().min(right.len());
         left[..frames].fill(0.0);
         self.collect_results();
-        let clock = self.clock(transport, settings, frames);
         if settings.seed != self.last_seed {
             self.last_seed = settings.seed;
             self.next_step = None;
         }
         let mut cursor = 0usize;
         let mut events = midi_in.iter().peekable();
-        let steps = match clock {
-            Some(c) => self.prepare_steps(&c, settings, frames, midi_out),
-            None => {
+        let (clock, steps) = match self.clock(transport, settings, frames) {
+            Position::Running(c) => (c, self.prepare_steps(&c, settings, frames, midi_out)),
+            Position::Stopped(c) => {
                 self.stop_generated(0, settings, midi_out);
-                0..0
+                self.cue(&c, settings, midi_out);
+                (c, 0..0)
             }
         };
-        let clock = clock.unwrap_or_default();
+        let left = &mut left[..frames];
         for step in steps {
             let offset = clock.offset_of(step).clamp(0, frames as i64) as usize;
             while let Some(event) = events.next_if(|e| (e.offset() as usize) <= offset) {
-                self.render(
-                    &mut left[cursor..event.offset().min(frames as u32) as usize],
-                    settings,
-                    &mut cursor,
-                );
+                self.render_until(left, &mut cursor, event.offset() as usize, settings);
                 self.user_event(event);
             }
-            self.render(&mut left[cursor..offset], settings, &mut cursor);
+            self.render_until(left, &mut cursor, offset, settings);
             self.play_step(step, &clock, settings, offline, offset as u32, midi_out);
         }
         for event in events {
-            self.render(
-                &mut left[cursor..(event.offset() as usize).min(frames)],
-                settings,
-                &mut cursor,
-            );
+            self.render_until(left, &mut cursor, event.offset() as usize, settings);
             self.user_event(event);
         }
-        self.render(&mut left[cursor..frames], settings, &mut cursor);
+        self.render_until(left, &mut cursor, frames, settings);
         right[..frames].copy_from_slice(&left[..frames]);
     }
 
-    fn render(&mut self, out: &mut [f32], settings: &Settings, cursor: &mut usize) {
-        self.synth.render(out, settings.gain);
-        *cursor += out.len();
+    /// Renders the voices from `cursor` up to `until` (never backwards, never
+    /// past the block) and moves the cursor there.
+    fn render_until(
+        &mut self,
+        out: &mut [f32],
+        cursor: &mut usize,
+        until: usize,
+        settings: &Settings,
+    ) {
+        let until = until.clamp(*cursor, out.len());
+        self.synth.render(&mut out[*cursor..until], settings.gain);
+        *cursor = until;
     }
 
     fn user_event(&mut self, event: &NoteEvent) {
@@ -282,32 +284,27 @@ impl Engine {
         }
     }
 
-    /// Where the grid is during this block, or `None` if the transport is stopped.
-    fn clock(
-        &mut self,
-        transport: &Transport,
-        settings: &Settings,
-        frames: usize,
-    ) -> Option<Clock> {
+    /// Where the grid is during this block. Without a tempo and position from
+    /// the host, Wren free-runs at its free tempo.
+    fn clock(&mut self, transport: &Transport, settings: &Settings, frames: usize) -> Position {
         let (tempo, beats, meter) = match (transport.tempo, transport.pos_beats) {
-            (Some(tempo), Some(beats)) if transport.playing => {
+            (Some(tempo), Some(beats)) => {
                 let meter = transport
                     .time_signature
                     .map(|(n, d)| Meter::from_signature(n, d));
                 (tempo, beats, meter.unwrap_or_default())
             }
-            (Some(_), Some(_)) => {
-                self.expected_beats = None;
-                return None;
-            }
-            _ => {
-                let beats = self.free_beats;
-                (settings.free_tempo, beats, Meter::default())
-            }
+            _ => (settings.free_tempo, self.free_beats, Meter::default()),
         };
+        let hosted = transport.tempo.is_some() && transport.pos_beats.is_some();
+        let running = transport.playing || !hosted;
         let tempo = tempo.clamp(1.0, 999.0);
         let samples_per_beat = self.sample_rate * 60.0 / tempo;
-        let block_beats = frames as f64 / samples_per_beat;
+        let block_beats = if running {
+            frames as f64 / samples_per_beat
+        } else {
+            0.0
+        };
         let jumped = self
             .expected_beats
             .is_none_or(|expected| (expected - beats).abs() * samples_per_beat > 1.0);
@@ -316,11 +313,50 @@ impl Engine {
         }
         self.expected_beats = Some(beats + block_beats);
         self.free_beats = beats + block_beats;
-        Some(Clock {
+        let clock = Clock {
             beats,
             samples_per_beat,
             meter,
-        })
+        };
+        if running {
+            Position::Running(clock)
+        } else {
+            Position::Stopped(clock)
+        }
+    }
+
+    /// Starts a new timeline whose first step is `first`: cuts the generated
+    /// note and tells the inference thread to start over from the seed.
+    fn start_timeline(
+        &mut self,
+        first: i64,
+        settings: &Settings,
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        self.stop_generated(0, settings, midi_out);
+        self.epoch = self.epoch.wrapping_add(1);
+        self.slots = [None; SLOTS];
+        self.call = Call::Idle;
+        self.requested = first - 1;
+        let reset = Request::Reset {
+            epoch: self.epoch,
+            seed: settings.seed,
+            step: first,
+        };
+        let _ = self.inference.requests.push(reset);
+        self.next_step = Some(first);
+    }
+
+    /// While the transport stands still: readies the timeline that starts
+    /// where it stands, so that the first steps after play are already there.
+    fn cue(&mut self, clock: &Clock, settings: &Settings, midi_out: &mut dyn FnMut(NoteEvent)) {
+        if self.next_step.is_none() {
+            self.start_timeline(clock.first_step(), settings, midi_out);
+        }
+        if settings.mode == Mode::Generate {
+            let first = self.next_step.unwrap_or_default();
+            self.request_until(first - 1 + LOOKAHEAD_STEPS, clock, settings);
+        }
     }
 
     /// Starts a timeline if needed, sends requests ahead, returns the steps in this block.
@@ -331,22 +367,10 @@ impl Engine {
         frames: usize,
         midi_out: &mut dyn FnMut(NoteEvent),
     ) -> std::ops::Range<i64> {
-        let first = clock.first_step();
         if self.next_step.is_none() {
-            self.stop_generated(0, settings, midi_out);
-            self.epoch = self.epoch.wrapping_add(1);
-            self.slots = [None; SLOTS];
-            self.call = Call::Idle;
-            self.requested = first - 1;
-            let reset = Request::Reset {
-                epoch: self.epoch,
-                seed: settings.seed,
-                step: first,
-            };
-            let _ = self.inference.requests.push(reset);
-            self.next_step = Some(first);
+            self.start_timeline(clock.first_step(), settings, midi_out);
         }
-        let start = self.next_step.unwrap_or(first);
+        let start = self.next_step.unwrap_or_default();
         let mut end = start;
         while clock.offset_of(end) < frames as i64 {
             end += 1;
@@ -483,59 +507,65 @@ impl Engine {
         let held = self.user_held.iter().any(|h| *h);
         let onset = self.user_onset.take();
         let active = held || onset.is_some();
-        if active && matches!(self.call, Call::Answering { .. }) {
-            self.call = Call::Idle;
-        }
         match self.call {
-            Call::Idle | Call::Listening { .. }
-                if active || matches!(self.call, Call::Listening { .. }) =>
-            {
-                let first = match self.call {
-                    Call::Listening { first, .. } => first,
-                    _ => step,
-                };
-                let last_activity = match self.call {
-                    Call::Listening { last_activity, .. } if !active => last_activity,
-                    _ => step,
-                };
+            Call::Answering { until } if !active && step < until => {
+                self.request_until((step + LOOKAHEAD_STEPS).min(until - 1), clock, settings);
+                true
+            }
+            Call::Answering { .. } if !active => {
+                self.call = Call::Idle;
+                false
+            }
+            Call::Idle if !active => false,
+            _ => {
                 let forced = match onset {
                     Some(note) => Token::Note(crate::melody::tokens::fold_into_range(note)),
                     None if held => Token::Hold,
                     None => Token::Rest,
                 };
-                let request = self.step_request(step, clock, settings, Some(forced));
-                if self.inference.requests.push(request).is_ok() {
-                    self.requested = step;
-                }
-                self.inference.wake();
-                self.slots[step.rem_euclid(SLOTS as i64) as usize] = None;
-                let silence = step - last_activity;
-                if silence >= clock.meter.bar_steps as i64 / 2 {
-                    let length = (last_activity - first + 1).max(clock.meter.bar_steps as i64);
-                    let bars = (length as f64 / clock.meter.bar_steps as f64)
-                        .ceil()
-                        .min(4.0) as i64;
-                    self.call = Call::Answering {
-                        until: step + bars * clock.meter.bar_steps as i64,
-                    };
-                    self.request_until(step + LOOKAHEAD_STEPS, clock, settings);
-                } else {
-                    self.call = Call::Listening {
-                        first,
-                        last_activity,
-                    };
-                }
+                self.listen(step, forced, active, clock, settings);
                 false
             }
-            Call::Answering { until } if step < until => {
-                self.request_until((step + LOOKAHEAD_STEPS).min(until - 1), clock, settings);
-                true
-            }
-            Call::Answering { .. } => {
-                self.call = Call::Idle;
-                false
-            }
-            _ => false,
+        }
+    }
+
+    /// Feeds one step the user played to the network and, after half a bar
+    /// of silence, starts the answer: as long as the call, one to four bars.
+    fn listen(
+        &mut self,
+        step: i64,
+        forced: Token,
+        active: bool,
+        clock: &Clock,
+        settings: &Settings,
+    ) {
+        let (first, last_activity) = match self.call {
+            Call::Listening {
+                first,
+                last_activity,
+            } => (first, if active { step } else { last_activity }),
+            _ => (step, step),
+        };
+        let request = self.step_request(step, clock, settings, Some(forced));
+        if self.inference.requests.push(request).is_ok() {
+            self.requested = step;
+        }
+        self.inference.wake();
+        self.slots[step.rem_euclid(SLOTS as i64) as usize] = None;
+        let bar = clock.meter.bar_steps as i64;
+        if step - last_activity >= bar / 2 {
+            let bars = ((last_activity - first + 1).max(bar) as f64 / bar as f64)
+                .ceil()
+                .min(4.0);
+            self.call = Call::Answering {
+                until: step + bars as i64 * bar,
+            };
+            self.request_until(step + LOOKAHEAD_STEPS, clock, settings);
+        } else {
+            self.call = Call::Listening {
+                first,
+                last_activity,
+            };
         }
     }
 }
@@ -549,6 +579,14 @@ fn accent(step: i64, meter: Meter) -> u8 {
         _ if in_bar % 2 == 0 => 90,
         _ => 82,
     }
+}
+
+/// Where the host's timeline is during a block.
+enum Position {
+    /// Moving: steps in the block play.
+    Running(Clock),
+    /// Standing at a known position: nothing plays.
+    Stopped(Clock),
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -98,6 +98,11 @@ impl Pcg {
         pcg
     }
 
+    /// A generator whose internal state is exactly `state`.
+    pub fn from_state(state: u64) -> Pcg {
+        Pcg(state)
+    }
+
     /// The next 32 random bits.
     pub fn next_u32(&mut self) -> u32 {
         self.0 = self

@@ -101,9 +101,19 @@ impl Default for Meter {
 pub fn write_input(x: &mut [f32], previous: Token, step_in_bar: u32, meter: Meter) {
     debug_assert_eq!(x.len(), INPUT_SIZE);
     x.fill(0.0);
-    x[previous.index()] = 1.0;
-    x[VOCAB + (step_in_bar as usize % BAR_POSITIONS)] = 1.0;
-    x[VOCAB + BAR_POSITIONS + meter.class()] = 1.0;
+    for row in input_rows(previous, step_in_bar, meter) {
+        x[row] = 1.0;
+    }
+}
+
+/// The three entries of the input that are one (all others are zero):
+/// previous token, position in the bar, bar-length class.
+pub fn input_rows(previous: Token, step_in_bar: u32, meter: Meter) -> [usize; 3] {
+    [
+        previous.index(),
+        VOCAB + (step_in_bar as usize % BAR_POSITIONS),
+        VOCAB + BAR_POSITIONS + meter.class(),
+    ]
 }
 
 /// A melody as a sequence of grid steps in one meter.

@@ -67,28 +67,6 @@ pub fn note_in<S>(event: &HostEvent<S>) -> Option<NoteEvent> {
     }
 }
 
-/// The event moved to `offset` if it comes earlier.
-pub fn not_before(event: NoteEvent, offset: u32) -> NoteEvent {
-    match event {
-        NoteEvent::On {
-            offset: at,
-            note,
-            velocity,
-        } => NoteEvent::On {
-            offset: at.max(offset),
-            note,
-            velocity,
-        },
-        NoteEvent::Off { offset: at, note } => NoteEvent::Off {
-            offset: at.max(offset),
-            note,
-        },
-        NoteEvent::AllOff { offset: at } => NoteEvent::AllOff {
-            offset: at.max(offset),
-        },
-    }
-}
-
 /// The host event for a note the engine plays.
 pub fn note_out<S>(event: NoteEvent) -> HostEvent<S> {
     let channel = Channel::Number(OUT_CHANNEL);
@@ -186,18 +164,6 @@ mod tests {
             value: 1.0,
         };
         assert_eq!(note_in(&other), None);
-    }
-
-    #[test]
-    fn an_early_event_moves_later_and_a_late_one_stays() {
-        let off = NoteEvent::Off {
-            offset: 4,
-            note: 60,
-        };
-        assert_eq!(not_before(off, 9).offset(), 9);
-        assert_eq!(not_before(off, 2), off);
-        let all = NoteEvent::AllOff { offset: 0 };
-        assert_eq!(not_before(all, 3), NoteEvent::AllOff { offset: 3 });
     }
 
     #[test]
