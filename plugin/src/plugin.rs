@@ -4,13 +4,16 @@
 //! Threads: [`Plugin::activate`] runs on the main thread and may allocate; it
 //! starts the engine. [`Plugin::process`] and [`Plugin::reset`] run on the
 //! audio thread and never allocate, lock or wait, except that offline renders
-//! wait for the inference thread (see [`Engine::process`]).
+//! wait for the inference thread (see [`Engine::process`]), and so do hosts
+//! that render faster than real time without saying so (see [`pace`]).
 
 mod host;
+mod pace;
 mod params;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 
 use nice_plug::prelude::*;
 
@@ -30,6 +33,10 @@ pub struct Wren {
     midi_in: Vec<engine::NoteEvent>,
     /// Whether the host renders offline, where waiting for steps is allowed.
     offline: bool,
+    /// Whether the host, offline or not, renders faster than real time.
+    pace: pace::Pace,
+    /// The sample rate of the current activation.
+    sample_rate: f64,
     /// The latency last reported to the host.
     reported_latency: Option<u32>,
 }
@@ -41,6 +48,8 @@ impl Default for Wren {
             engine: None,
             midi_in: Vec::new(),
             offline: false,
+            pace: pace::Pace::default(),
+            sample_rate: 48_000.0,
             reported_latency: None,
         }
     }
@@ -127,6 +136,8 @@ impl Plugin for Wren {
     ) -> bool {
         self.midi_in.reserve(MIDI_IN_CAPACITY);
         self.offline = buffer_config.process_mode == ProcessMode::Offline;
+        self.sample_rate = buffer_config.sample_rate as f64;
+        self.pace.reset();
         self.ensure_engine(buffer_config.sample_rate as f64);
         self.reported_latency = None;
         let preset = self.params.preset.value();
@@ -136,6 +147,7 @@ impl Plugin for Wren {
 
     fn reset(&mut self) {
         self.midi_in.clear();
+        self.pace.reset();
     }
 
     fn process(
@@ -149,6 +161,9 @@ impl Plugin for Wren {
         let preset = self.params.preset.value();
         self.report_latency(preset, |samples| context.set_latency_samples(samples));
         let transport = host::transport(context.transport(), self.offline);
+        let fast = self
+            .pace
+            .observe(Instant::now(), buffer.samples(), self.sample_rate);
 
         let Some(engine) = self.engine.as_mut() else {
             silence(buffer.as_slice());
@@ -162,7 +177,7 @@ impl Plugin for Wren {
             &transport,
             &settings,
             &self.midi_in,
-            self.offline,
+            self.offline || fast,
             left,
             right,
             &mut |event| {
