@@ -35,6 +35,10 @@ pub const EMBEDDED: [&str; 3] = [
     include_str!("../../presets/live.toml"),
 ];
 
+/// The preset a new instance and a plain render use: the int8 student, whose
+/// step costs the least of the buffer's budget.
+pub const DEFAULT: &str = "live";
+
 /// Parses a preset's TOML.
 pub fn parse(text: &str) -> Result<Preset, PresetError> {
     Ok(toml::from_str(text)?)

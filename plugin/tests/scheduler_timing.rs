@@ -442,44 +442,67 @@ fn stopping_silences_and_play_resumes_the_same_melody() {
     );
 }
 
+/// One block of 256 samples of `transport`; returns the events Wren sent.
+fn one_block(engine: &mut Engine, transport: &Transport, offline: bool) -> Vec<NoteEvent> {
+    let (mut left, mut right) = ([0.0; 256], [0.0; 256]);
+    let mut events = Vec::new();
+    let settings = settings();
+    engine.process(
+        transport,
+        &settings,
+        &[],
+        offline,
+        &mut left,
+        &mut right,
+        &mut |e| events.push(e),
+    );
+    events
+}
+
+/// Processes one real-time block of `transport`, then waits until the
+/// inference thread has computed `steps` steps.
+fn process_and_wait(engine: &mut Engine, transport: &Transport, steps: u64) {
+    one_block(engine, transport, false);
+    let computed = |e: &Engine| {
+        e.inference_stats()
+            .steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let started = std::time::Instant::now();
+    while computed(engine) < steps {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the inference thread computed no cued step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn the_first_step_after_play_is_ready_in_real_time() {
     let mut engine = wren::start_engine(RATE).unwrap();
-    let (mut left, mut right) = (vec![0.0; 256], vec![0.0; 256]);
-    let mut ons = Vec::new();
     // Stopped at bar 3: Wren cues the steps there while the host stands still.
-    let stopped = at_beats(false, 120.0, 8.0);
-    let mut waited = 0;
-    while engine
-        .inference_stats()
-        .steps
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < 4
-    {
-        engine.process(
-            &stopped,
-            &settings(),
-            &[],
-            false,
-            &mut left,
-            &mut right,
-            &mut |_| {},
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        waited += 1;
-        assert!(waited < 2_000, "the inference thread computed no cued step");
-    }
-    engine.process(
-        &at_beats(true, 120.0, 8.0),
-        &settings(),
-        &[],
-        false,
-        &mut left,
-        &mut right,
-        &mut |e| ons.push(e),
-    );
+    process_and_wait(&mut engine, &at_beats(false, 120.0, 8.0), 4);
+    assert_eq!(engine.stats().played_steps, 0);
+    one_block(&mut engine, &at_beats(true, 120.0, 8.0), false);
     assert_eq!(engine.stats().late_steps, 0);
     assert_eq!(engine.stats().played_steps, 1);
+}
+
+#[test]
+fn a_free_running_start_cues_one_block_and_plays_its_first_step_on_time() {
+    let mut engine = wren::start_engine(RATE).unwrap();
+    let no_host = Transport::default();
+    // The first block only cues; its steps wait for the next block.
+    process_and_wait(&mut engine, &no_host, 4);
+    assert_eq!(engine.stats().played_steps, 0);
+    one_block(&mut engine, &no_host, false);
+    assert_eq!(engine.stats().played_steps, 1);
+    assert_eq!(engine.stats().late_steps, 0);
+    // Offline there is nothing to cue: the first block plays.
+    let mut offline = wren::start_engine(RATE).unwrap();
+    one_block(&mut offline, &no_host, true);
+    assert_eq!(offline.stats().played_steps, 1);
 }
 
 #[test]

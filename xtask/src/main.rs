@@ -10,6 +10,7 @@ mod bundle;
 mod eval;
 mod render;
 mod test;
+mod timbre;
 
 /// candle's training loop frees and allocates large tensors every step;
 /// glibc's allocator returns them to the kernel each time (half the time
@@ -74,6 +75,8 @@ enum Command {
     Test,
     /// Rebuild the melody dataset from the music21 corpus.
     Data,
+    /// Render and analyse the timbre data from the soundfont; print its counts.
+    TimbreData(timbre::TimbreDataArgs),
     /// Train, distill, quantize, evaluate and export the melody models.
     TrainMelody {
         /// Run the whole pipeline on a sliver of the data with tiny networks.
@@ -98,6 +101,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Test => test::run(),
         Command::Data => data(),
+        Command::TimbreData(args) => timbre::run(&args),
         Command::TrainMelody { tiny, out } => {
             use wren_pipeline::melody::{run, PipelineConfig};
             let config = if tiny {

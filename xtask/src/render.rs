@@ -30,7 +30,7 @@ pub struct RenderArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Compression preset: studio, balanced or live.
-    #[arg(long, default_value = "live")]
+    #[arg(long, default_value = wren::presets::DEFAULT)]
     pub preset: String,
     /// Sampling temperature.
     #[arg(long, default_value_t = 0.9)]

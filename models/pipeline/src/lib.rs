@@ -5,4 +5,5 @@ pub mod batches;
 pub mod melody;
 pub mod net;
 pub mod progress;
+pub mod timbre;
 pub mod train;

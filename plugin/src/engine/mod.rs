@@ -223,7 +223,7 @@ impl Engine {
         }
         let mut cursor = 0usize;
         let mut events = midi_in.iter().peekable();
-        let (clock, steps) = match self.clock(transport, settings, frames) {
+        let (clock, steps) = match self.clock(transport, settings, frames, offline) {
             Position::Running(c) => (c, self.prepare_steps(&c, settings, frames, midi_out)),
             Position::Stopped(c) => {
                 self.stop_generated(0, settings, midi_out);
@@ -285,8 +285,16 @@ impl Engine {
     }
 
     /// Where the grid is during this block. Without a tempo and position from
-    /// the host, Wren free-runs at its free tempo.
-    fn clock(&mut self, transport: &Transport, settings: &Settings, frames: usize) -> Position {
+    /// the host, Wren free-runs at its free tempo; in real time a free-running
+    /// timeline stands still for its first block, so that its first steps are
+    /// computed before they are due.
+    fn clock(
+        &mut self,
+        transport: &Transport,
+        settings: &Settings,
+        frames: usize,
+        offline: bool,
+    ) -> Position {
         let (tempo, beats, meter) = match (transport.tempo, transport.pos_beats) {
             (Some(tempo), Some(beats)) => {
                 let meter = transport
@@ -297,7 +305,8 @@ impl Engine {
             _ => (settings.free_tempo, self.free_beats, Meter::default()),
         };
         let hosted = transport.tempo.is_some() && transport.pos_beats.is_some();
-        let running = transport.playing || !hosted;
+        let cueing = !hosted && !offline && self.next_step.is_none();
+        let running = (transport.playing || !hosted) && !cueing;
         let tempo = tempo.clamp(1.0, 999.0);
         let samples_per_beat = self.sample_rate * 60.0 / tempo;
         let block_beats = if running {

@@ -173,7 +173,7 @@ impl Default for WrenParams {
             max: HIGHEST_PITCH as i32,
         };
         WrenParams {
-            preset: EnumParam::new("Preset", PresetChoice::Studio),
+            preset: EnumParam::new("Preset", PresetChoice::Live),
             temperature: FloatParam::new(
                 "Temperature",
                 controls.temperature,
@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn defaults_match_the_engine_defaults() {
         let settings = WrenParams::default().settings();
-        assert_eq!(settings.variant, 0);
+        let (default_preset, _) = crate::presets::find(crate::presets::DEFAULT).unwrap();
+        assert_eq!(settings.variant, default_preset);
         assert_eq!(settings.controls, SamplingControls::default());
         assert_eq!(settings.mode, Mode::Generate);
         assert!((settings.gain - 0.501).abs() < 0.001);

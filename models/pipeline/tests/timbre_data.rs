@@ -1,0 +1,140 @@
+//! The timbre data: a plan whose held-out notes training never hears, and
+//! real soundfont renders whose analysis finds the played pitch.
+
+use std::path::Path;
+
+use wren::melody::dataset::Split;
+use wren_pipeline::timbre::analysis::{Analyzer, HOP, SAMPLE_RATE};
+use wren_pipeline::timbre::data::{self, Note, Take, TakeKind, HELD_OUT_VELOCITY, INSTRUMENTS};
+
+fn tunes() -> Vec<wren::melody::dataset::Tune> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/melodies.tsv.gz");
+    wren::melody::dataset::read_dataset(Path::new(path)).unwrap()
+}
+
+#[test]
+fn training_never_hears_a_held_out_pitch_or_velocity() {
+    let tunes = tunes();
+    for instrument in INSTRUMENTS {
+        let takes = data::plan(&instrument, &tunes, 20);
+        let count = |split, kind| {
+            takes
+                .iter()
+                .filter(|t| t.split == split && t.kind == kind)
+                .count()
+        };
+        for split in [Split::Train, Split::Valid, Split::Test] {
+            assert!(count(split, TakeKind::Single) > 0, "{}", instrument.name);
+            let phrases = if split == Split::Train { 20 } else { 5 };
+            assert_eq!(
+                count(split, TakeKind::Phrase),
+                phrases,
+                "{}",
+                instrument.name
+            );
+        }
+        let test_pitches: Vec<u8> = (instrument.low..=instrument.high)
+            .filter(|p| data::pitch_split(*p) == Split::Test)
+            .collect();
+        assert!(test_pitches.len() >= 4, "{}", instrument.name);
+        for take in takes.iter().filter(|t| t.split == Split::Train) {
+            for note in &take.notes {
+                assert_eq!(data::pitch_split(note.pitch), Split::Train, "{take:?}");
+                assert_ne!(note.velocity, HELD_OUT_VELOCITY, "{take:?}");
+                assert!((instrument.low..=instrument.high).contains(&note.pitch));
+            }
+        }
+        // Phrases are legato: a note starts before the one before it ends.
+        let phrase = takes.iter().find(|t| t.kind == TakeKind::Phrase).unwrap();
+        assert!(phrase
+            .notes
+            .windows(2)
+            .any(|w| w[1].start < w[0].start + w[0].length));
+    }
+}
+
+#[test]
+fn controls_follow_the_notes() {
+    let take = Take {
+        split: Split::Train,
+        kind: TakeKind::Single,
+        notes: vec![Note {
+            start: 0.1,
+            pitch: 69,
+            velocity: 127,
+            length: 0.2,
+        }],
+    };
+    let frames = Analyzer::frames_for((take.seconds() * SAMPLE_RATE) as usize);
+    let controls = data::controls(&take, frames);
+    let at = |seconds: f32| controls[(seconds * SAMPLE_RATE) as usize / HOP];
+    assert_eq!(at(0.05), None);
+    let held = at(0.2).unwrap();
+    assert!(held.gate && held.velocity == 1.0 && held.pitch == 69.0);
+    assert!((held.since_on - 0.1).abs() < 0.01);
+    let released = at(0.5).unwrap();
+    assert!(!released.gate && (released.since_off - 0.2).abs() < 0.01);
+}
+
+/// The soundfont is installed by scripts/setup.sh; without it the render test
+/// is skipped unless `WREN_REQUIRE_SOUNDFONT=1`.
+fn soundfont() -> Option<std::sync::Arc<rustysynth::SoundFont>> {
+    let path = Path::new(data::SOUNDFONT);
+    if !path.exists() {
+        let required = std::env::var("WREN_REQUIRE_SOUNDFONT").is_ok_and(|v| v == "1");
+        assert!(!required, "{} is missing", path.display());
+        eprintln!("skipped: {} is missing", path.display());
+        return None;
+    }
+    Some(data::load_soundfont(path).unwrap())
+}
+
+#[test]
+fn rendered_notes_sound_at_their_pitch_and_release_to_silence() {
+    let Some(font) = soundfont() else { return };
+    let mut analyzer = Analyzer::new();
+    for instrument in INSTRUMENTS {
+        let pitch = (instrument.low + instrument.high) / 2;
+        let take = Take {
+            split: Split::Test,
+            kind: TakeKind::Single,
+            notes: vec![Note {
+                start: 0.05,
+                pitch,
+                velocity: 100,
+                length: 0.6,
+            }],
+        };
+        let recording = data::record(&font, &instrument, take, &mut analyzer).unwrap();
+        let middle = (0.4 * SAMPLE_RATE) as usize;
+        let frame = &recording.frames[middle / HOP];
+        assert!(
+            frame.loudness_db > -40.0,
+            "{}: {}",
+            instrument.name,
+            frame.loudness_db
+        );
+        // The partials of the played pitch hold most of the frame's energy,
+        // and far more than those of a pitch a tritone away: the render is in
+        // tune and the analysis finds it.
+        let f0 = data::midi_hz(pitch as f32);
+        let energy = |frame: &wren_pipeline::timbre::analysis::Frame| {
+            frame.harmonics.iter().map(|a| a * a / 2.0).sum::<f32>()
+        };
+        let total = 10f32.powf(frame.loudness_db / 10.0);
+        let off = analyzer.frame(&recording.audio, middle, Some(f0 * 2f32.sqrt()));
+        assert!(
+            energy(frame) > 0.5 * total && energy(frame) > 4.0 * energy(&off),
+            "{}: {} of {total}, tritone {}",
+            instrument.name,
+            energy(frame),
+            energy(&off)
+        );
+        let last = recording.frames.last().unwrap();
+        assert!(
+            last.loudness_db < frame.loudness_db - 30.0,
+            "{}: release",
+            instrument.name
+        );
+    }
+}
