@@ -397,7 +397,8 @@ pub fn percentile(samples: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn write_wav(path: &Path, audio: &[f32], sample_rate: u32) -> Result<()> {
+/// Writes mono audio as a 16-bit WAV file.
+pub fn write_wav(path: &Path, audio: &[f32], sample_rate: u32) -> Result<()> {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate,
@@ -411,4 +412,67 @@ fn write_wav(path: &Path, audio: &[f32], sample_rate: u32) -> Result<()> {
     }
     writer.finalize()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use wren::melody::smf::read_melody;
+    use wren_pipeline::timbre::analysis::{Analyzer, Frame, SAMPLE_RATE};
+    use wren_pipeline::timbre::data::midi_hz;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        render: RenderArgs,
+    }
+
+    #[test]
+    fn the_rendered_midi_is_what_the_audio_plays() {
+        let out = std::env::temp_dir().join(format!("wren-render-{}", std::process::id()));
+        let args =
+            Cli::parse_from(["render", "--bars", "8", "--out", out.to_str().unwrap()]).render;
+        run(&args).unwrap();
+        let midi = std::fs::read(out.join("wren.mid")).unwrap();
+        let melody = read_melody(&midi).unwrap();
+        let mut reader = hound::WavReader::open(out.join("wren.wav")).unwrap();
+        assert_eq!(reader.spec().sample_rate as f32, SAMPLE_RATE);
+        let audio: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| s.unwrap() as f32 / 32768.0)
+            .collect();
+        let step_samples = SAMPLE_RATE as f64 * 60.0 / args.tempo / 4.0;
+        let energy = |f: &Frame| f.harmonics.iter().map(|a| a * a / 2.0).sum::<f32>();
+        let mut analyzer = Analyzer::new();
+        let mut checked = 0;
+        for (step, token) in melody.tokens.iter().enumerate() {
+            let Token::Note(pitch) = *token else { continue };
+            // Notes of two steps or more, heard one step after their onset.
+            if melody.tokens.get(step + 1) != Some(&Token::Hold) {
+                continue;
+            }
+            let at = ((step + 1) as f64 * step_samples) as usize;
+            let f0 = midi_hz(pitch as f32);
+            let frame = analyzer.frame(&audio, at, Some(f0));
+            let tritone = analyzer.frame(&audio, at, Some(f0 * 2f32.sqrt()));
+            let total = 10f32.powf(frame.loudness_db / 10.0);
+            assert!(
+                energy(&frame) > 0.7 * total && energy(&frame) > 4.0 * energy(&tritone),
+                "step {step}, MIDI pitch {pitch}: {} of {total} in its partials, {} a tritone up",
+                energy(&frame),
+                energy(&tritone)
+            );
+            // Wren's voice is strongest at its fundamental: not an octave off.
+            let strongest = frame.harmonics[1..].iter().copied().fold(0.0, f32::max);
+            assert!(
+                frame.harmonics[0] >= strongest,
+                "step {step}, MIDI pitch {pitch}: the fundamental is not the strongest partial"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 8, "only {checked} notes long enough to check");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }

@@ -68,7 +68,7 @@ pub fn run(args: &TimbreDataArgs) -> Result<()> {
             };
             if (take.kind == TakeKind::Phrase || long) && written.insert((take.split, kind)) {
                 let name = format!("{}-{kind}-{}.wav", split_name(take.split), first.pitch);
-                write_wav(&folder.join(name), &recording.audio)?;
+                crate::render::write_wav(&folder.join(name), &recording.audio, SAMPLE_RATE as u32)?;
             }
             progress.set(i as u64 + 1, &format!("pitch {}", first.pitch));
         }
@@ -101,20 +101,5 @@ pub fn run(args: &TimbreDataArgs) -> Result<()> {
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summaries)?)?;
     println!("wrote {} and example WAV files", path.display());
-    Ok(())
-}
-
-fn write_wav(path: &std::path::Path, audio: &[f32]) -> Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE as u32,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec)?;
-    for s in audio {
-        writer.write_sample((s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16)?;
-    }
-    writer.finalize()?;
     Ok(())
 }
