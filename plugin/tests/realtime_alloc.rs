@@ -43,8 +43,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is global: tests take turns so none counts another's set-up.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn steady_state_blocks_and_steps_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample_rate = 48_000.0;
     let mut engine = wren::start_engine(sample_rate).unwrap();
     let (mut left, mut right) = (vec![0.0f32; 64], vec![0.0f32; 64]);
@@ -119,4 +123,38 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
         0,
         "allocations during {steps} steps"
     );
+}
+
+#[test]
+fn the_harmonic_synthesizer_renders_without_allocating() {
+    use wren::engine::harmonic::{FrameParams, HarmonicSynth, HARMONICS, NOISE_BANDS};
+
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut voices: Vec<HarmonicSynth> = [44_100.0, 48_000.0, 96_000.0]
+        .into_iter()
+        .map(HarmonicSynth::new)
+        .collect();
+    let mut out = vec![0.0f32; 1024];
+    let mut frame = 0u32;
+    let mut next = || {
+        frame += 1;
+        let mut params = FrameParams::silent(220.0 + (frame % 50) as f32);
+        params.harmonics = [0.01; HARMONICS];
+        params.noise = [0.001 * (frame % 3) as f32; NOISE_BANDS];
+        params
+    };
+    let mut render_all = |voices: &mut [HarmonicSynth], blocks: usize| {
+        for block in 0..blocks {
+            let frames = 1 + (block * 389) % 1024;
+            for voice in voices.iter_mut() {
+                voice.render(&mut out[..frames], &mut next);
+            }
+        }
+    };
+    render_all(&mut voices, 10);
+    COUNTING.store(true, Ordering::SeqCst);
+    render_all(&mut voices, 500);
+    COUNTING.store(false, Ordering::SeqCst);
+    assert!(out.iter().all(|s| s.is_finite()));
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0);
 }

@@ -11,21 +11,17 @@ use std::sync::Arc;
 
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
+pub use wren::engine::harmonic::{noise_band_edges, HARMONICS, NOISE_BANDS, NOISE_LOW_HZ};
+use wren::engine::harmonic::{ANALYSIS_WINDOW_SECONDS, FRAME_SECONDS};
 
 /// Sample rate the analysis (and the rendered data) runs at.
 pub const SAMPLE_RATE: f32 = 48_000.0;
-/// Samples between frames: 2.67 ms at 48 kHz.
-pub const HOP: usize = 128;
+/// Samples between frames: the synthesizer's frame period.
+pub const HOP: usize = (FRAME_SECONDS * SAMPLE_RATE as f64) as usize;
 /// Analysis window in samples: long enough to part the harmonics of C3.
-pub const WINDOW: usize = 2048;
+pub const WINDOW: usize = (ANALYSIS_WINDOW_SECONDS * SAMPLE_RATE as f64) as usize;
 /// Transform size: the window zero-padded four times for finer peaks.
 pub const FFT_SIZE: usize = 4 * WINDOW;
-/// Harmonics measured per frame; those above Nyquist are zero.
-pub const HARMONICS: usize = 64;
-/// Noise bands per frame.
-pub const NOISE_BANDS: usize = 32;
-/// Lowest noise band edge in Hz.
-pub const NOISE_LOW_HZ: f32 = 40.0;
 /// Harmonics stop this far below Nyquist, where the soundfont's own
 /// interpolation leaves little of the partials.
 pub const HARMONIC_CEILING: f32 = 0.95;
@@ -41,13 +37,6 @@ pub struct Frame {
     /// Mean magnitude between harmonics in each band, as the amplitude of a
     /// sine per bin (so a flat noise reads the same in every band).
     pub noise: [f32; NOISE_BANDS],
-}
-
-/// The frequency edges of the noise bands, `NOISE_BANDS + 1` values in Hz.
-pub fn noise_band_edges(sample_rate: f32) -> [f32; NOISE_BANDS + 1] {
-    let nyquist = sample_rate / 2.0;
-    let ratio = (nyquist / NOISE_LOW_HZ).ln();
-    std::array::from_fn(|i| NOISE_LOW_HZ * (ratio * i as f32 / NOISE_BANDS as f32).exp())
 }
 
 /// Frames of a signal: reusable buffers and a planned transform.
@@ -312,6 +301,12 @@ mod tests {
         assert_eq!(frame.loudness_db, -120.0);
         assert!(frame.harmonics.iter().all(|a| *a == 0.0));
         assert!(frame.noise.iter().all(|n| *n == 0.0));
+    }
+
+    #[test]
+    fn the_frame_matches_the_synthesizer() {
+        assert_eq!(HOP, 128);
+        assert_eq!(WINDOW, 2048);
     }
 
     #[test]
