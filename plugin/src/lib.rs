@@ -4,8 +4,9 @@
 //! budget, generates melodies on a 16th-note grid in time with the host and
 //! plays them. The crate has three rooms:
 //!
-//! - [`melody`] and [`model`]: data, tokens, step models, ONNX and kernels;
-//!   usable anywhere, no threads of their own.
+//! - [`melody`], [`timbre`] and [`model`]: data, tokens, the timbre
+//!   network's inputs and outputs, step models, ONNX and kernels; usable
+//!   anywhere, no threads of their own.
 //! - [`engine`]: the host-free instrument. `engine::audio` runs on the audio
 //!   thread, `engine::inference` on the inference thread; both are real-time
 //!   safe. Loading happens off both.
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod melody;
 pub mod model;
 pub mod presets;
+pub mod timbre;
 
 /// Loads the embedded models of every preset and starts an engine. Allocates.
 pub fn start_engine(sample_rate: f64) -> Result<engine::Engine, String> {

@@ -13,7 +13,7 @@ use wren::model::manifest::{Compression, DataRecord, Manifest, ModelEntry};
 use wren::model::{onnx, GruNet};
 
 use crate::batches::{full_batch, transposed_copies, TRANSPOSITIONS};
-use crate::net::MelodyNet;
+use crate::net::StepNet;
 use crate::train::{evaluate, train, Distill, TrainConfig};
 
 /// Sizes and lengths of one pipeline run.
@@ -151,7 +151,7 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
             &device,
         )
     })?;
-    let teacher_net = MelodyNet::from_gru_net(&teacher.net, &device)?;
+    let teacher_net = StepNet::from_gru_net(&teacher.net, &device)?;
 
     let student_config = train_config(config, config.student, config.student_steps, 0.0);
     let alone = cached(config, "melody-student-alone", || {
@@ -183,12 +183,12 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
                 &device,
             )
         })?;
-        eprintln!("{label}: valid NLL {:.4}", run.valid_nll);
+        eprintln!("{label}: valid NLL {:.4}", run.valid_loss);
         candidates.push((alpha, temperature, run));
     }
     let (alpha, temperature, student) = candidates
         .into_iter()
-        .min_by(|a, b| a.2.valid_nll.total_cmp(&b.2.valid_nll))
+        .min_by(|a, b| a.2.valid_loss.total_cmp(&b.2.valid_loss))
         .context("the distillation grid is empty")?;
     let int8 = student.net.quantized();
 
@@ -222,21 +222,21 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
             &teacher.net,
             None,
             settings(&teacher_config, &[]),
-            teacher.valid_nll,
+            teacher.valid_loss,
         ),
         (
             "melody-student-alone",
             &alone.net,
             None,
             settings(&student_config, &[]),
-            alone.valid_nll,
+            alone.valid_loss,
         ),
         (
             "melody-student",
             &student.net,
             Some("melody-teacher"),
             settings(&student_config, &distilled),
-            student.valid_nll,
+            student.valid_loss,
         ),
         (
             "melody-student-int8",
@@ -255,7 +255,7 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
     ];
     let mut student_nll = None;
     for (name, net, teacher_name, training, valid_nll) in variants {
-        let candle_net = MelodyNet::from_gru_net(net, &device)?;
+        let candle_net = StepNet::from_gru_net(net, &device)?;
         let (test_nll, test_acc) = evaluate(&candle_net, &test_set, &device)?;
         let mut metrics = BTreeMap::from([
             ("test_nll".into(), test_nll),
@@ -328,14 +328,14 @@ fn cached(
         eprintln!("{name}: reusing {}", path.display());
         return Ok(crate::train::Trained {
             net: decoded.net,
-            valid_nll: number("valid_nll"),
+            valid_loss: number("valid_nll"),
             best_step: number("best_step") as usize,
             seconds: number("seconds"),
         });
     }
     let trained = stage()?;
     let meta = [
-        ("valid_nll", trained.valid_nll.to_string()),
+        ("valid_nll", trained.valid_loss.to_string()),
         ("best_step", trained.best_step.to_string()),
         ("seconds", trained.seconds.to_string()),
     ];
@@ -431,7 +431,7 @@ pub struct Golden {
 fn write_golden(
     config: &PipelineConfig,
     name: &str,
-    net: &MelodyNet,
+    net: &StepNet,
     test: &[Melody],
     device: &Device,
 ) -> Result<()> {

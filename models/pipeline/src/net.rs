@@ -1,4 +1,4 @@
-//! The GRU melody network in candle, for training.
+//! The GRU step networks (melody and timbre) in candle, for training.
 //!
 //! Same parameterization as `wren::model::GruNet`: input-major matrices
 //! `x W`, gates reset, update, candidate, so trained weights export as they
@@ -20,8 +20,8 @@ pub struct LayerVars {
     b_hidden: Var,
 }
 
-/// A trainable GRU melody network.
-pub struct MelodyNet {
+/// A trainable GRU network: stacked layers and a linear output.
+pub struct StepNet {
     /// Units per layer.
     pub hidden: usize,
     layers: Vec<LayerVars>,
@@ -41,26 +41,39 @@ fn uniform(rows: usize, cols: usize, bound: f64, rng: &mut Rng, device: &Device)
     Var::from_tensor(&Tensor::from_vec(values, shape, device)?)
 }
 
-impl MelodyNet {
-    /// A freshly initialized network (uniform in `1/sqrt(H)`, as is usual for GRUs).
-    pub fn new(hidden: usize, layers: usize, seed: u64, device: &Device) -> Result<MelodyNet> {
+impl StepNet {
+    /// A freshly initialized melody network.
+    pub fn melody(hidden: usize, layers: usize, seed: u64, device: &Device) -> Result<StepNet> {
+        StepNet::new(INPUT_SIZE, hidden, layers, VOCAB, seed, device)
+    }
+
+    /// A freshly initialized network of `input` features and `output` values
+    /// (uniform in `1/sqrt(H)`, as is usual for GRUs).
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        layers: usize,
+        output: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<StepNet> {
         let rng = &mut Rng::new(seed);
         let bound = 1.0 / (hidden as f64).sqrt();
         let mut vars = Vec::new();
         for k in 0..layers {
-            let input = if k == 0 { INPUT_SIZE } else { hidden };
+            let rows = if k == 0 { input } else { hidden };
             vars.push(LayerVars {
-                w_input: uniform(input, 3 * hidden, bound, rng, device)?,
+                w_input: uniform(rows, 3 * hidden, bound, rng, device)?,
                 w_hidden: uniform(hidden, 3 * hidden, bound, rng, device)?,
                 b_input: uniform(1, 3 * hidden, bound, rng, device)?,
                 b_hidden: uniform(1, 3 * hidden, bound, rng, device)?,
             });
         }
-        Ok(MelodyNet {
+        Ok(StepNet {
             hidden,
             layers: vars,
-            w_out: uniform(hidden, VOCAB, bound, rng, device)?,
-            b_out: uniform(1, VOCAB, bound, rng, device)?,
+            w_out: uniform(hidden, output, bound, rng, device)?,
+            b_out: uniform(1, output, bound, rng, device)?,
         })
     }
 
@@ -75,21 +88,50 @@ impl MelodyNet {
         out
     }
 
-    /// Logits `[batch * len, VOCAB]` for a batch; `dropout` applies between layers.
+    /// Logits `[batch * len, VOCAB]` for a melody batch; `dropout` applies
+    /// between layers.
     pub fn forward(
         &self,
         batch: &Batch,
         dropout: Option<(f32, &mut Rng)>,
         device: &Device,
     ) -> Result<Tensor> {
-        let mut dropout = dropout;
-        let (b, t, h) = (batch.batch, batch.len, self.hidden);
+        let (b, t) = (batch.batch, batch.len);
         let index = |v: &[u32]| Tensor::from_slice(v, b * t, device);
         let w0 = self.layers[0].w_input.as_tensor();
-        let mut projected = w0
+        // One-hot inputs: the product with W is a sum of its rows.
+        let projected = w0
             .index_select(&index(&batch.previous)?, 0)?
             .add(&w0.index_select(&index(&batch.position)?, 0)?)?
-            .add(&w0.index_select(&index(&batch.meter)?, 0)?)?
+            .add(&w0.index_select(&index(&batch.meter)?, 0)?)?;
+        self.run_stack(projected, (b, t), dropout, device)
+    }
+
+    /// Outputs `[batch * len, output]` for dense inputs `[batch, len, input]`.
+    pub fn forward_dense(
+        &self,
+        x: &Tensor,
+        dropout: Option<(f32, &mut Rng)>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let (b, t, input) = x.dims3()?;
+        let projected = x
+            .reshape((b * t, input))?
+            .matmul(self.layers[0].w_input.as_tensor())?;
+        self.run_stack(projected, (b, t), dropout, device)
+    }
+
+    /// The layers and the output, from the first layer's input projection
+    /// `[b * t, 3H]` (without its bias).
+    fn run_stack(
+        &self,
+        projected: Tensor,
+        (b, t): (usize, usize),
+        mut dropout: Option<(f32, &mut Rng)>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let h = self.hidden;
+        let mut projected = projected
             .broadcast_add(self.layers[0].b_input.as_tensor())?
             .reshape((b, t, 3 * h))?;
         let mut outputs = Tensor::zeros((b, t, h), DType::F32, device)?;
@@ -156,7 +198,7 @@ impl MelodyNet {
     }
 
     /// Loads weights from a `wren` step model of the same shape (dequantizing int8).
-    pub fn from_gru_net(net: &GruNet, device: &Device) -> Result<MelodyNet> {
+    pub fn from_gru_net(net: &GruNet, device: &Device) -> Result<StepNet> {
         let matrix = |m: &Matrix| {
             Var::from_tensor(&Tensor::from_vec(m.to_f32(), (m.rows(), m.cols()), device)?)
         };
@@ -170,7 +212,7 @@ impl MelodyNet {
                 b_hidden: vector(&l.b_hidden)?,
             });
         }
-        Ok(MelodyNet {
+        Ok(StepNet {
             hidden: net.shape().hidden,
             layers,
             w_out: matrix(&net.w_out)?,

@@ -6,7 +6,7 @@ use wren::melody::tokens::Melody;
 use wren::model::GruNet;
 
 use crate::batches::{full_batch, Rng, WindowSampler};
-use crate::net::{cross_entropy, distillation_loss, score, MelodyNet};
+use crate::net::{cross_entropy, distillation_loss, score, StepNet};
 use crate::progress::Progress;
 
 /// Settings of one training run.
@@ -36,7 +36,7 @@ pub struct TrainConfig {
 #[derive(Clone, Copy)]
 pub struct Distill<'a> {
     /// The teacher network.
-    pub teacher: &'a MelodyNet,
+    pub teacher: &'a StepNet,
     /// Weight `a` of the ground-truth cross-entropy.
     pub alpha: f64,
     /// Softmax temperature `T`.
@@ -47,8 +47,9 @@ pub struct Distill<'a> {
 pub struct Trained {
     /// The weights with the best validation NLL.
     pub net: GruNet,
-    /// That validation NLL, nats per step.
-    pub valid_nll: f64,
+    /// Its validation loss: NLL in nats per step for the melody, the
+    /// timbre loss for the timbre.
+    pub valid_loss: f64,
     /// Optimizer step where it was reached.
     pub best_step: usize,
     /// Seconds the run took.
@@ -56,7 +57,7 @@ pub struct Trained {
 }
 
 /// NLL (nats per step) and accuracy of a network over whole melodies.
-pub fn evaluate(net: &MelodyNet, melodies: &[&Melody], device: &Device) -> Result<(f64, f64)> {
+pub fn evaluate(net: &StepNet, melodies: &[&Melody], device: &Device) -> Result<(f64, f64)> {
     let mut sorted: Vec<&Melody> = melodies.to_vec();
     sorted.sort_by_key(|m| m.tokens.len());
     let (mut nll, mut correct, mut steps) = (0.0, 0, 0);
@@ -74,6 +75,7 @@ pub fn evaluate(net: &MelodyNet, melodies: &[&Melody], device: &Device) -> Resul
     ))
 }
 
+/// Linear warm-up over the first 5% of steps, then cosine decay to 5%.
 fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
     let warmup = (config.steps / 20).max(1);
     if step < warmup {
@@ -92,26 +94,16 @@ pub fn train(
     valid: &[&Melody],
     device: &Device,
 ) -> Result<Trained> {
-    let started = std::time::Instant::now();
-    let net = MelodyNet::new(config.hidden, config.layers, config.seed, device)?;
+    let net = StepNet::melody(config.hidden, config.layers, config.seed, device)?;
     let mut dropout_rng = Rng::new(config.seed ^ 0xd0d0);
-    let params = ParamsAdamW {
-        lr: config.learning_rate,
-        weight_decay: 1e-5,
-        ..Default::default()
-    };
-    let mut optimizer = AdamW::new(net.vars(), params)?;
     let mut sampler = WindowSampler::new(train, config.window, config.seed);
-    let mut best = (f64::INFINITY, 0, net.to_gru_net()?);
-    let progress = Progress::new(label, config.steps as u64);
-    let mut running = 0.0;
-    for step in 0..config.steps {
-        optimizer.set_learning_rate(learning_rate(config, step));
+    let loss = |net: &StepNet| -> Result<(Tensor, f64)> {
         let batch = sampler.next_batch(config.batch, config.window);
         let logits = net.forward(&batch, Some((config.dropout, &mut dropout_rng)), device)?;
         let hard = cross_entropy(&logits, &batch, device)?;
+        let reported = hard.to_scalar::<f32>()? as f64;
         let loss = match distill {
-            None => hard.clone(),
+            None => hard,
             Some(d) => {
                 let soft_targets = d.teacher.forward(&batch, None, device)?.detach();
                 let soft =
@@ -119,23 +111,60 @@ pub fn train(
                 ((&hard * d.alpha)? + (soft * (1.0 - d.alpha))?)?
             }
         };
-        let mut grads = loss.backward()?;
+        Ok((loss, reported))
+    };
+    let validate = |net: &StepNet| -> Result<(f64, String)> {
+        let (nll, accuracy) = evaluate(net, valid, device)?;
+        Ok((nll, format!("valid NLL {nll:.4} acc {accuracy:.3}")))
+    };
+    fit(label, config, net, loss, validate)
+}
+
+/// The loop every network trains with: AdamW with warm-up and cosine decay,
+/// gradients clipped to norm 1, validation every `eval_every` steps (and at
+/// the end) keeping the best weights. `loss` draws a batch and returns the
+/// loss to minimize with the value to report; `validate` returns the
+/// validation loss with a line to show.
+pub(crate) fn fit(
+    label: &str,
+    config: &TrainConfig,
+    net: StepNet,
+    mut loss: impl FnMut(&StepNet) -> Result<(Tensor, f64)>,
+    mut validate: impl FnMut(&StepNet) -> Result<(f64, String)>,
+) -> Result<Trained> {
+    let started = std::time::Instant::now();
+    let params = ParamsAdamW {
+        lr: config.learning_rate,
+        weight_decay: 1e-5,
+        ..Default::default()
+    };
+    let mut optimizer = AdamW::new(net.vars(), params)?;
+    let mut best = (f64::INFINITY, 0, net.to_gru_net()?);
+    let progress = Progress::new(label, config.steps as u64);
+    let mut running = f64::NAN;
+    for step in 0..config.steps {
+        optimizer.set_learning_rate(learning_rate(config, step));
+        let (value, reported) = loss(&net)?;
+        let mut grads = value.backward()?;
         clip_gradients(&net, &mut grads, 1.0)?;
         optimizer.step(&grads)?;
-        running = 0.98 * running + 0.02 * hard.to_scalar::<f32>()? as f64;
-        let last = step + 1 == config.steps;
-        if (step + 1) % config.eval_every == 0 || last {
-            let (valid_nll, valid_acc) = evaluate(&net, valid, device)?;
-            if valid_nll < best.0 {
-                best = (valid_nll, step + 1, net.to_gru_net()?);
+        running = if running.is_nan() {
+            reported
+        } else {
+            0.98 * running + 0.02 * reported
+        };
+        if (step + 1) % config.eval_every == 0 || step + 1 == config.steps {
+            let (valid, line) = validate(&net)?;
+            if valid < best.0 {
+                best = (valid, step + 1, net.to_gru_net()?);
             }
             progress.note(&format!(
-                "step {} train CE {running:.3} valid NLL {valid_nll:.4} acc {valid_acc:.3} (best {:.4})",
+                "step {} train {running:.4} {line} (best {:.4})",
                 step + 1,
                 best.0
             ));
         }
-        progress.set(step as u64 + 1, &format!("CE {running:.3}"));
+        progress.set(step as u64 + 1, &format!("train {running:.3}"));
         if step + 1 == 10 {
             let per_step = started.elapsed().as_secs_f64() / 10.0;
             progress.note(&format!(
@@ -147,7 +176,7 @@ pub fn train(
     progress.finish();
     Ok(Trained {
         net: best.2,
-        valid_nll: best.0,
+        valid_loss: best.0,
         best_step: best.1,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -155,7 +184,7 @@ pub fn train(
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm`.
 fn clip_gradients(
-    net: &MelodyNet,
+    net: &StepNet,
     grads: &mut candle_core::backprop::GradStore,
     max_norm: f64,
 ) -> Result<()> {

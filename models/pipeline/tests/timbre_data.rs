@@ -95,16 +95,7 @@ fn rendered_notes_sound_at_their_pitch_and_release_to_silence() {
     let mut analyzer = Analyzer::new();
     for instrument in INSTRUMENTS {
         let pitch = (instrument.low + instrument.high) / 2;
-        let take = Take {
-            split: Split::Test,
-            kind: TakeKind::Single,
-            notes: vec![Note {
-                start: 0.05,
-                pitch,
-                velocity: 100,
-                length: 0.6,
-            }],
-        };
+        let take = Take::single(Split::Test, pitch, 100, 0.6);
         let recording = data::record(&font, &instrument, take, &mut analyzer).unwrap();
         let middle = (0.4 * SAMPLE_RATE) as usize;
         let frame = &recording.frames[middle / HOP];
@@ -136,5 +127,103 @@ fn rendered_notes_sound_at_their_pitch_and_release_to_silence() {
             "{}: release",
             instrument.name
         );
+    }
+}
+
+#[test]
+fn a_tiny_timbre_network_learns_and_its_export_runs_in_the_kernel() {
+    use candle_core::{Device, Tensor};
+    use wren::model::kernel::GruKernel;
+    use wren_pipeline::net::StepNet;
+    use wren_pipeline::timbre::train::{evaluate, train, FrameSet};
+    use wren_pipeline::train::TrainConfig;
+
+    let Some(font) = soundfont() else { return };
+    let flute = INSTRUMENTS[0];
+    let mut analyzer = Analyzer::new();
+    let note = |pitch, velocity, split| Take::single(split, pitch, velocity, 0.3);
+    let mut record = |takes: Vec<Take>| -> Vec<_> {
+        takes
+            .into_iter()
+            .map(|t| data::record(&font, &flute, t, &mut analyzer).unwrap())
+            .collect()
+    };
+    let train_set = FrameSet::new(&record(
+        [62, 65, 70, 74, 77, 82]
+            .into_iter()
+            .flat_map(|p| [note(p, 60, Split::Train), note(p, 120, Split::Train)])
+            .collect(),
+    ));
+    let valid_set = FrameSet::new(&record(vec![
+        note(66, 85, Split::Valid),
+        note(72, 85, Split::Valid),
+    ]));
+    let device = Device::Cpu;
+    let config = TrainConfig {
+        hidden: 24,
+        layers: 1,
+        steps: 80,
+        batch: 8,
+        window: 48,
+        learning_rate: 1e-2,
+        dropout: 0.0,
+        seed: 3,
+        eval_every: 40,
+    };
+    let untrained = StepNet::new(
+        wren::timbre::INPUT_SIZE,
+        24,
+        1,
+        wren::timbre::OUTPUT_SIZE,
+        3,
+        &device,
+    )
+    .unwrap();
+    let before = evaluate(&untrained, &valid_set, &device).unwrap();
+    let trained = train(
+        "tiny timbre",
+        &config,
+        None,
+        &train_set,
+        &valid_set,
+        &device,
+    )
+    .unwrap();
+    assert!(
+        trained.valid_loss < 0.5 * before,
+        "valid loss {} from {before}",
+        trained.valid_loss
+    );
+    // The exported step model gives what candle computes, frame by frame.
+    let bytes = wren::model::onnx::export(&trained.net, &[]);
+    let net = wren::model::onnx::import(&bytes).unwrap().net;
+    let candle = StepNet::from_gru_net(&net, &device).unwrap();
+    let inputs: Vec<[f32; wren::timbre::INPUT_SIZE]> = (0..40)
+        .map(|k| {
+            let control = wren::timbre::Control {
+                pitch: 69.0,
+                velocity: 0.7,
+                gate: k < 30,
+                since_on: k as f32 * 0.00267,
+                since_off: (k as f32 - 30.0).max(0.0) * 0.00267,
+            };
+            wren::timbre::input(Some(&control))
+        })
+        .collect();
+    let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+    let x = Tensor::from_vec(flat, (1, 40, wren::timbre::INPUT_SIZE), &device).unwrap();
+    let expected: Vec<Vec<f32>> = candle
+        .forward_dense(&x, None, &device)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let mut kernel = GruKernel::new(&net);
+    let mut state = vec![0.0; net.shape().state()];
+    let mut y = vec![0.0; wren::timbre::OUTPUT_SIZE];
+    for (input, want) in inputs.iter().zip(&expected) {
+        kernel.step(input, &mut state, &mut y);
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-3, "kernel {a} vs candle {b}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use wren::melody::dataset::{Split, Tune};
 use wren::melody::tokens::Token;
+pub use wren::timbre::Control;
 
 use super::analysis::{Analyzer, Frame, HOP, SAMPLE_RATE};
 
@@ -118,6 +119,20 @@ pub struct Take {
 }
 
 impl Take {
+    /// A single note starting 50 ms into the take.
+    pub fn single(split: Split, pitch: u8, velocity: u8, length: f32) -> Take {
+        Take {
+            split,
+            kind: TakeKind::Single,
+            notes: vec![Note {
+                start: 0.05,
+                pitch,
+                velocity,
+                length,
+            }],
+        }
+    }
+
     /// Length in seconds, release tail included.
     pub fn seconds(&self) -> f32 {
         self.notes
@@ -142,16 +157,7 @@ pub fn plan(instrument: &Instrument, tunes: &[Tune], train_phrases: usize) -> Ve
                 } else {
                     pitch_split(pitch)
                 };
-                takes.push(Take {
-                    split,
-                    kind: TakeKind::Single,
-                    notes: vec![Note {
-                        start: 0.05,
-                        pitch,
-                        velocity,
-                        length,
-                    }],
-                });
+                takes.push(Take::single(split, pitch, velocity, length));
             }
         }
     }
@@ -284,21 +290,6 @@ pub fn render(font: &Arc<SoundFont>, program: u8, take: &Take) -> Result<Vec<f32
         .zip(&right)
         .map(|(l, r)| 0.5 * (l + r))
         .collect())
-}
-
-/// What the MIDI says at one frame: the conditioning of the timbre network.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Control {
-    /// Pitch of the note sounding or last released (MIDI, fractional allowed).
-    pub pitch: f32,
-    /// Its velocity, 0 to 1.
-    pub velocity: f32,
-    /// Whether its key is down.
-    pub gate: bool,
-    /// Seconds since its note-on.
-    pub since_on: f32,
-    /// Seconds since its note-off (0 while the key is down).
-    pub since_off: f32,
 }
 
 /// The control of every frame of a take, and its fundamental (`None` before

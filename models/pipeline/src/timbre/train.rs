@@ -1,0 +1,249 @@
+//! Training the timbre network: frames of rendered notes in, synthesizer
+//! parameters out.
+//!
+//! The loss per frame is the squared error of the log harmonic amplitude,
+//! the cross-entropy of the harmonic distribution (weighted by how audible
+//! the frame is: silent frames have no distribution to learn) and half the
+//! mean squared error of the log noise bands. Log errors count in decades
+//! (20 dB is 1), so that no part drowns the others. A student can learn from a
+//! teacher: its targets are then a blend of the analysed values and the
+//! teacher's outputs.
+
+use candle_core::{Device, Result, Tensor, D};
+use candle_nn::ops::log_softmax;
+use wren::engine::harmonic::{HARMONICS, NOISE_BANDS};
+use wren::timbre::{encode, input, Target, INPUT_SIZE, OUTPUT_SIZE};
+
+use super::data::Recording;
+use crate::batches::Rng;
+use crate::net::StepNet;
+use crate::train::{fit, TrainConfig, Trained};
+
+/// Harmonic amplitude sum at which a frame's distribution counts fully.
+const AUDIBLE: f32 = 0.01;
+
+/// Network inputs and targets of one take, frame by frame.
+pub struct TakeFrames {
+    inputs: Vec<[f32; INPUT_SIZE]>,
+    targets: Vec<Target>,
+}
+
+/// The frames of a set of takes.
+pub struct FrameSet {
+    takes: Vec<TakeFrames>,
+}
+
+impl FrameSet {
+    /// Inputs and targets of every recording.
+    pub fn new(recordings: &[Recording]) -> FrameSet {
+        let takes = recordings
+            .iter()
+            .map(|r| TakeFrames {
+                inputs: r.controls.iter().map(|c| input(c.as_ref())).collect(),
+                targets: r
+                    .frames
+                    .iter()
+                    .map(|f| encode(&f.harmonics, &f.noise))
+                    .collect(),
+            })
+            .collect();
+        FrameSet { takes }
+    }
+
+    /// Frames in all takes.
+    pub fn frames(&self) -> usize {
+        self.takes.iter().map(|t| t.inputs.len()).sum()
+    }
+
+    /// Takes in the set.
+    pub fn len(&self) -> usize {
+        self.takes.len()
+    }
+
+    /// Whether the set has no takes.
+    pub fn is_empty(&self) -> bool {
+        self.takes.is_empty()
+    }
+}
+
+/// A batch of windows: inputs `[b, t, INPUT_SIZE]` and flat targets.
+struct Batch {
+    x: Tensor,
+    log_amplitude: Tensor,
+    distribution: Tensor,
+    weight: Tensor,
+    log_noise: Tensor,
+    mask: Tensor,
+    frames: f32,
+}
+
+/// Builds a batch from `(take, start)` windows of `len` frames; frames past
+/// a take's end are padding, masked out.
+fn batch(set: &FrameSet, windows: &[(usize, usize)], len: usize, device: &Device) -> Result<Batch> {
+    let n = windows.len() * len;
+    let mut x = Vec::with_capacity(n * INPUT_SIZE);
+    let mut log_amplitude = Vec::with_capacity(n);
+    let mut distribution = Vec::with_capacity(n * HARMONICS);
+    let mut weight = Vec::with_capacity(n);
+    let mut log_noise = Vec::with_capacity(n * NOISE_BANDS);
+    let mut mask = Vec::with_capacity(n);
+    for &(take, start) in windows {
+        let frames = &set.takes[take];
+        for i in start..start + len {
+            match (frames.inputs.get(i), frames.targets.get(i)) {
+                (Some(input), Some(target)) => {
+                    x.extend_from_slice(input);
+                    log_amplitude.push(target.log_amplitude);
+                    distribution.extend_from_slice(&target.distribution);
+                    let sum = target.log_amplitude.exp();
+                    weight.push((sum / AUDIBLE).min(1.0));
+                    log_noise.extend_from_slice(&target.log_noise);
+                    mask.push(1.0f32);
+                }
+                _ => {
+                    x.extend_from_slice(&[0.0; INPUT_SIZE]);
+                    log_amplitude.push(0.0);
+                    distribution.extend_from_slice(&[0.0; HARMONICS]);
+                    weight.push(0.0);
+                    log_noise.extend_from_slice(&[0.0; NOISE_BANDS]);
+                    mask.push(0.0);
+                }
+            }
+        }
+    }
+    let frames = mask.iter().sum::<f32>().max(1.0);
+    Ok(Batch {
+        x: Tensor::from_vec(x, (windows.len(), len, INPUT_SIZE), device)?,
+        log_amplitude: Tensor::from_vec(log_amplitude, n, device)?,
+        distribution: Tensor::from_vec(distribution, (n, HARMONICS), device)?,
+        weight: Tensor::from_vec(weight, n, device)?,
+        log_noise: Tensor::from_vec(log_noise, (n, NOISE_BANDS), device)?,
+        mask: Tensor::from_vec(mask, n, device)?,
+        frames,
+    })
+}
+
+/// Masked mean loss of outputs `y [n, OUTPUT_SIZE]`; with a teacher's
+/// outputs and a blend `b`, the targets are `b * analysed + (1 - b) * teacher`.
+fn loss(y: &Tensor, batch: &Batch, teacher: Option<(&Tensor, f64)>) -> Result<Tensor> {
+    let amplitude = y.narrow(1, 0, 1)?.squeeze(1)?;
+    let logits = y.narrow(1, 1, HARMONICS)?;
+    let noise = y.narrow(1, 1 + HARMONICS, NOISE_BANDS)?;
+    let (target_amplitude, target_distribution, target_noise) = match teacher {
+        None => (
+            batch.log_amplitude.clone(),
+            batch.distribution.clone(),
+            batch.log_noise.clone(),
+        ),
+        Some((t, blend)) => {
+            let mix = |analysed: &Tensor, taught: Tensor| -> Result<Tensor> {
+                (analysed * blend)? + (taught * (1.0 - blend))?
+            };
+            let taught_distribution =
+                candle_nn::ops::softmax(&t.narrow(1, 1, HARMONICS)?, D::Minus1)?;
+            (
+                mix(&batch.log_amplitude, t.narrow(1, 0, 1)?.squeeze(1)?)?,
+                mix(&batch.distribution, taught_distribution)?,
+                mix(&batch.log_noise, t.narrow(1, 1 + HARMONICS, NOISE_BANDS)?)?,
+            )
+        }
+    };
+    let decades = 1.0 / std::f64::consts::LN_10.powi(2);
+    let amplitude_error = ((amplitude - target_amplitude)?.sqr()? * decades)?;
+    let cross_entropy = (target_distribution * log_softmax(&logits, D::Minus1)?)?
+        .sum(D::Minus1)?
+        .neg()?
+        .mul(&batch.weight)?;
+    let noise_error = ((noise - target_noise)?.sqr()?.mean(D::Minus1)? * decades)?;
+    let per_frame = ((amplitude_error + cross_entropy)? + (noise_error * 0.5)?)?;
+    (per_frame * &batch.mask)?.sum_all()? / batch.frames as f64
+}
+
+/// Mean loss of a network over every frame of a set, each take run from
+/// its start.
+pub fn evaluate(net: &StepNet, set: &FrameSet, device: &Device) -> Result<f64> {
+    let mut order: Vec<usize> = (0..set.takes.len()).collect();
+    order.sort_by_key(|&t| set.takes[t].inputs.len());
+    let (mut total, mut frames) = (0.0, 0.0);
+    for chunk in order.chunks(32) {
+        let len = chunk
+            .iter()
+            .map(|&t| set.takes[t].inputs.len())
+            .max()
+            .unwrap_or(0);
+        let windows: Vec<(usize, usize)> = chunk.iter().map(|&t| (t, 0)).collect();
+        let batch = batch(set, &windows, len, device)?;
+        let y = net.forward_dense(&batch.x, None, device)?;
+        total += loss(&y, &batch, None)?.to_scalar::<f32>()? as f64 * batch.frames as f64;
+        frames += batch.frames as f64;
+    }
+    Ok(total / frames.max(1.0))
+}
+
+/// Random windows: a take chosen in proportion to its length, a start
+/// anywhere in it (a quarter of them at its first frame, where notes begin
+/// from the network's zero state).
+fn sample_windows(set: &FrameSet, rng: &mut Rng, count: usize, len: usize) -> Vec<(usize, usize)> {
+    let total = set.frames();
+    (0..count)
+        .map(|_| {
+            let mut pick = rng.below(total);
+            let take = set
+                .takes
+                .iter()
+                .position(|t| {
+                    let inside = pick < t.inputs.len();
+                    if !inside {
+                        pick -= t.inputs.len();
+                    }
+                    inside
+                })
+                .unwrap_or(0);
+            let frames = set.takes[take].inputs.len();
+            let start = if rng.below(4) == 0 || frames <= len {
+                0
+            } else {
+                rng.below(frames - len)
+            };
+            (take, start)
+        })
+        .collect()
+}
+
+/// Trains a timbre network on `train`, keeping the weights best on `valid`;
+/// with a teacher and a blend, as a student.
+pub fn train(
+    label: &str,
+    config: &TrainConfig,
+    teacher: Option<(&StepNet, f64)>,
+    train: &FrameSet,
+    valid: &FrameSet,
+    device: &Device,
+) -> Result<Trained> {
+    let net = StepNet::new(
+        INPUT_SIZE,
+        config.hidden,
+        config.layers,
+        OUTPUT_SIZE,
+        config.seed,
+        device,
+    )?;
+    let mut rng = Rng::new(config.seed ^ 0x7173);
+    let loss = |net: &StepNet| -> Result<(Tensor, f64)> {
+        let windows = sample_windows(train, &mut rng, config.batch, config.window);
+        let batch = batch(train, &windows, config.window, device)?;
+        let y = net.forward_dense(&batch.x, Some((config.dropout, &mut rng)), device)?;
+        let taught = match teacher {
+            Some((t, blend)) => Some((t.forward_dense(&batch.x, None, device)?.detach(), blend)),
+            None => None,
+        };
+        let value = loss(&y, &batch, taught.as_ref().map(|(t, b)| (t, *b)))?;
+        let reported = value.to_scalar::<f32>()? as f64;
+        Ok((value, reported))
+    };
+    let validate = |net: &StepNet| -> Result<(f64, String)> {
+        let valid_loss = evaluate(net, valid, device)?;
+        Ok((valid_loss, format!("valid loss {valid_loss:.4}")))
+    };
+    fit(label, config, net, loss, validate)
+}
