@@ -16,6 +16,9 @@ pub const OUTPUT_SIZE: usize = 1 + HARMONICS + NOISE_BANDS;
 pub const AMPLITUDE_FLOOR: f32 = 1e-4;
 /// Added to noise magnitudes before their logarithm.
 pub const NOISE_FLOOR: f32 = 1e-6;
+/// Largest log level decoded (amplitude and noise at most e, about +9 dBFS):
+/// louder than any note, so it only stops broken outputs.
+const MAX_LOG_LEVEL: f32 = 1.0;
 /// Time constant of the log-compressed note clocks, in seconds.
 const CLOCK_SECONDS: f32 = 0.01;
 
@@ -83,7 +86,7 @@ pub fn decode(f0: f32, y: &[f32]) -> FrameParams {
     if y.len() < OUTPUT_SIZE || y[..OUTPUT_SIZE].iter().any(|v| !v.is_finite()) {
         return frame;
     }
-    let amplitude = (y[0].min(4.0).exp() - AMPLITUDE_FLOOR).max(0.0);
+    let amplitude = (y[0].min(MAX_LOG_LEVEL).exp() - AMPLITUDE_FLOOR).max(0.0);
     let logits = &y[1..1 + HARMONICS];
     let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0.0;
@@ -95,7 +98,7 @@ pub fn decode(f0: f32, y: &[f32]) -> FrameParams {
         *h *= amplitude / total;
     }
     for (n, l) in frame.noise.iter_mut().zip(&y[1 + HARMONICS..OUTPUT_SIZE]) {
-        *n = (l.min(4.0).exp() - NOISE_FLOOR).max(0.0);
+        *n = (l.min(MAX_LOG_LEVEL).exp() - NOISE_FLOOR).max(0.0);
     }
     frame
 }

@@ -77,6 +77,18 @@ enum Command {
     Data,
     /// Render and analyse the timbre data from the soundfont; print its counts.
     TimbreData(timbre::TimbreDataArgs),
+    /// Train, distill, quantize, evaluate and export the timbre models.
+    TrainTimbre {
+        /// Run the whole pipeline on a sliver of the data with tiny networks.
+        #[arg(long)]
+        tiny: bool,
+        /// Instruments to train (flute, violin, trumpet); all by default.
+        #[arg(long = "instrument")]
+        instruments: Vec<String>,
+        /// Output folder (default: `models`, or a temporary folder with --tiny).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Train, distill, quantize, evaluate and export the melody models.
     TrainMelody {
         /// Run the whole pipeline on a sliver of the data with tiny networks.
@@ -102,6 +114,37 @@ fn main() -> Result<()> {
         Command::Test => test::run(),
         Command::Data => data(),
         Command::TimbreData(args) => timbre::run(&args),
+        Command::TrainTimbre {
+            tiny,
+            instruments,
+            out,
+        } => {
+            use wren_pipeline::timbre::data::instrument;
+            use wren_pipeline::timbre::pipeline::{run, TimbreConfig};
+            let mut config = if tiny {
+                let out = out
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("wren-tiny-timbre"));
+                TimbreConfig::tiny(command_line, out)
+            } else {
+                TimbreConfig::full(command_line)
+            };
+            if let (Some(out), false) = (out, tiny) {
+                config.work_dir = out.join("work");
+                config.out_dir = out;
+            }
+            if !instruments.is_empty() {
+                config.instruments = instruments
+                    .iter()
+                    .map(|name| {
+                        instrument(name).ok_or_else(|| {
+                            anyhow::anyhow!("no instrument {name:?}: flute, violin or trumpet")
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            run(&config)
+        }
         Command::TrainMelody { tiny, out } => {
             use wren_pipeline::melody::{run, PipelineConfig};
             let config = if tiny {

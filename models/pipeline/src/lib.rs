@@ -2,6 +2,7 @@
 //! measured, compressed step models.
 
 pub mod batches;
+pub mod export;
 pub mod melody;
 pub mod net;
 pub mod progress;

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use wren::melody::dataset::{file_sha256, read_dataset, Split, Tune};
+use wren::melody::dataset::{read_dataset, Split, Tune};
 use wren::melody::ngram::NGram;
 use wren::melody::tokens::{write_input, Melody, Token, INPUT_SIZE, VOCAB};
-use wren::model::manifest::{Compression, DataRecord, Manifest, ModelEntry};
-use wren::model::{onnx, GruNet};
+use wren::model::manifest::DataRecord;
+use wren::model::GruNet;
 
 use crate::batches::{full_batch, transposed_copies, TRANSPOSITIONS};
+use crate::export::{
+    cached, data_record, read_manifest, write_golden, write_manifest, write_model, Golden, Shipping,
+};
 use crate::net::StepNet;
 use crate::train::{evaluate, train, Distill, TrainConfig};
 
@@ -114,12 +117,7 @@ fn load_data(config: &PipelineConfig) -> Result<Data> {
             .entry(format!("source:{}", tune.source))
             .or_default() += 1;
     }
-    let record = DataRecord {
-        file: config.dataset.display().to_string(),
-        sha256: file_sha256(&config.dataset)?,
-        tunes: tune_counts,
-        steps: step_counts,
-    };
+    let record = data_record(&config.dataset, tune_counts, step_counts)?;
     Ok(Data {
         train,
         valid,
@@ -140,29 +138,19 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
     );
     let (train_set, valid_set, test_set) = (refs(&data.train), refs(&data.valid), refs(&data.test));
 
+    let run = |label: &str, c: &TrainConfig, distill: Option<Distill>| {
+        train(label, c, distill, &train_set, &valid_set, &device)
+    };
+    let work = &config.work_dir;
     let teacher_config = train_config(config, config.teacher, config.teacher_steps, 0.1);
-    let teacher = cached(config, "melody-teacher", || {
-        train(
-            "teacher",
-            &teacher_config,
-            None,
-            &train_set,
-            &valid_set,
-            &device,
-        )
+    let teacher = cached(work, "melody-teacher", || {
+        run("teacher", &teacher_config, None)
     })?;
     let teacher_net = StepNet::from_gru_net(&teacher.net, &device)?;
 
     let student_config = train_config(config, config.student, config.student_steps, 0.0);
-    let alone = cached(config, "melody-student-alone", || {
-        train(
-            "student alone",
-            &student_config,
-            None,
-            &train_set,
-            &valid_set,
-            &device,
-        )
+    let alone = cached(work, "melody-student-alone", || {
+        run("student alone", &student_config, None)
     })?;
     let mut candidates = Vec::new();
     for &(alpha, temperature) in &config.distill_grid {
@@ -173,18 +161,9 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
             temperature,
         };
         let label = format!("student a={alpha} T={temperature}");
-        let run = cached(config, &name, || {
-            train(
-                &label,
-                &student_config,
-                Some(distill),
-                &train_set,
-                &valid_set,
-                &device,
-            )
-        })?;
-        eprintln!("{label}: valid NLL {:.4}", run.valid_loss);
-        candidates.push((alpha, temperature, run));
+        let student = cached(work, &name, || run(&label, &student_config, Some(distill)))?;
+        eprintln!("{label}: valid NLL {:.4}", student.valid_loss);
+        candidates.push((alpha, temperature, student));
     }
     let (alpha, temperature, student) = candidates
         .into_iter()
@@ -192,25 +171,17 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
         .context("the distillation grid is empty")?;
     let int8 = student.net.quantized();
 
-    let mut manifest = Manifest::default();
+    let mut manifest = read_manifest(&config.out_dir)?;
     manifest
         .baselines
         .insert("ngram".into(), baseline(config, &data)?);
 
-    let settings = |c: &TrainConfig, extra: &[(&str, String)]| -> BTreeMap<String, String> {
-        let mut map = BTreeMap::from([
-            ("seed".to_string(), c.seed.to_string()),
-            ("optimizer_steps".to_string(), c.steps.to_string()),
-            ("batch".to_string(), format!("{}x{}", c.batch, c.window)),
-            ("learning_rate".to_string(), c.learning_rate.to_string()),
-            ("dropout".to_string(), c.dropout.to_string()),
-            (
-                "augmentation".to_string(),
-                format!("transposition {:?}", TRANSPOSITIONS),
-            ),
-        ]);
-        map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        map
+    let augmentation = (
+        "augmentation",
+        format!("transposition {:?}", TRANSPOSITIONS),
+    );
+    let settings = |c: &TrainConfig, extra: &[(&str, String)]| {
+        c.settings(&[std::slice::from_ref(&augmentation), extra].concat())
     };
     let distilled = [
         ("distill_alpha", alpha.to_string()),
@@ -274,15 +245,20 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
             metrics.insert("test_nll_change_vs_f32".into(), test_nll / f32_nll - 1.0);
         }
         eprintln!("{name}: test NLL {test_nll:.4} nats/step, accuracy {test_acc:.4}");
-        let entry = write_model(config, name, net, teacher_name, training, metrics, &data)?;
-        write_golden(config, name, &candle_net, &data.test, &device)?;
+        let shipping = Shipping {
+            name,
+            role: "melody",
+            teacher: teacher_name,
+            data: &data.record,
+            command: &config.command,
+            training,
+            metrics,
+        };
+        let entry = write_model(&config.out_dir, net, shipping)?;
+        melody_golden(config, name, &candle_net, &data.test, &device)?;
         manifest.upsert(entry);
     }
-    let path = config.out_dir.join("manifest.json");
-    std::fs::write(&path, manifest.to_json())
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    write_manifest(&config.out_dir, &manifest)
 }
 
 /// A model to ship: name, weights, teacher, training settings, validation NLL.
@@ -311,36 +287,6 @@ fn train_config(
         seed: config.seed,
         eval_every: (steps / 4).max(1),
     }
-}
-
-/// Loads a stage's checkpoint from the work folder, or runs the stage and saves it.
-fn cached(
-    config: &PipelineConfig,
-    name: &str,
-    stage: impl FnOnce() -> candle_core::Result<crate::train::Trained>,
-) -> Result<crate::train::Trained> {
-    let path = config.work_dir.join(format!("{name}.onnx"));
-    if let Ok(bytes) = std::fs::read(&path) {
-        let decoded =
-            onnx::import(&bytes).with_context(|| format!("reading {}", path.display()))?;
-        let meta: BTreeMap<_, _> = decoded.metadata.into_iter().collect();
-        let number = |k: &str| meta.get(k).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-        eprintln!("{name}: reusing {}", path.display());
-        return Ok(crate::train::Trained {
-            net: decoded.net,
-            valid_loss: number("valid_nll"),
-            best_step: number("best_step") as usize,
-            seconds: number("seconds"),
-        });
-    }
-    let trained = stage()?;
-    let meta = [
-        ("valid_nll", trained.valid_loss.to_string()),
-        ("best_step", trained.best_step.to_string()),
-        ("seconds", trained.seconds.to_string()),
-    ];
-    std::fs::write(&path, onnx::export(&trained.net, &meta))?;
-    Ok(trained)
 }
 
 fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64>> {
@@ -380,55 +326,7 @@ fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64
     ]))
 }
 
-fn write_model(
-    config: &PipelineConfig,
-    name: &str,
-    net: &GruNet,
-    teacher: Option<&str>,
-    training: BTreeMap<String, String>,
-    metrics: BTreeMap<String, f64>,
-    data: &Data,
-) -> Result<ModelEntry> {
-    let file = format!("{name}.onnx");
-    let int8 = name.ends_with("int8");
-    let bytes = onnx::export(net, &[("role", "melody".into()), ("name", name.into())]);
-    let path = config.out_dir.join(&file);
-    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(ModelEntry {
-        name: name.into(),
-        role: "melody".into(),
-        file,
-        shape: net.shape(),
-        parameters: net.parameters(),
-        weight_bytes: net.bytes(),
-        file_bytes: bytes.len(),
-        compression: Compression {
-            precision: if int8 { "int8" } else { "f32" }.into(),
-            distilled: teacher.is_some(),
-            sparsity: 0.0,
-            rank: None,
-        },
-        teacher: teacher.map(str::to_string),
-        data: data.record.clone(),
-        command: config.command.clone(),
-        training,
-        metrics,
-        sha256: file_sha256(&path)?,
-    })
-}
-
-/// Golden outputs of the training code on a stored input sequence.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct Golden {
-    /// The model's name.
-    pub model: String,
-    /// Input vectors, one per step, each of the input width.
-    pub inputs: Vec<Vec<f32>>,
-    /// Logits the training code computed for each step.
-    pub outputs: Vec<Vec<f32>>,
-}
-
-fn write_golden(
+fn melody_golden(
     config: &PipelineConfig,
     name: &str,
     net: &StepNet,
@@ -456,12 +354,12 @@ fn write_golden(
         })
         .collect();
     debug_assert!(logits.iter().all(|l| l.len() == VOCAB));
-    let golden = Golden {
-        model: name.into(),
-        inputs,
-        outputs: logits,
-    };
-    let path = config.out_dir.join("golden").join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string(&golden)?)?;
-    Ok(())
+    write_golden(
+        &config.out_dir,
+        &Golden {
+            model: name.into(),
+            inputs,
+            outputs: logits,
+        },
+    )
 }

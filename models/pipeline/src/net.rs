@@ -77,6 +77,14 @@ impl StepNet {
         })
     }
 
+    /// Sets the output layer's bias, e.g. to the mean target, so that
+    /// training starts from plausible outputs.
+    pub fn set_output_bias(&self, bias: &[f32]) -> Result<()> {
+        let device = self.b_out.device().clone();
+        self.b_out
+            .set(&Tensor::from_slice(bias, bias.len(), &device)?)
+    }
+
     /// Every trainable variable.
     pub fn vars(&self) -> Vec<Var> {
         let mut out = Vec::new();

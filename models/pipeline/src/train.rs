@@ -32,6 +32,24 @@ pub struct TrainConfig {
     pub eval_every: usize,
 }
 
+impl TrainConfig {
+    /// The settings as the manifest records them, with `extra` ones added.
+    pub fn settings(&self, extra: &[(&str, String)]) -> std::collections::BTreeMap<String, String> {
+        let mut map = std::collections::BTreeMap::from([
+            ("seed".to_string(), self.seed.to_string()),
+            ("optimizer_steps".to_string(), self.steps.to_string()),
+            (
+                "batch".to_string(),
+                format!("{}x{}", self.batch, self.window),
+            ),
+            ("learning_rate".to_string(), self.learning_rate.to_string()),
+            ("dropout".to_string(), self.dropout.to_string()),
+        ]);
+        map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        map
+    }
+}
+
 /// Distillation settings: `L = a CE + (1 - a) T^2 KL`.
 #[derive(Clone, Copy)]
 pub struct Distill<'a> {

@@ -225,6 +225,11 @@ impl GruNet {
         matrices + self.w_out.bytes() + (biases + self.b_out.len()) * 4
     }
 
+    /// Whether its weight matrices are stored as int8.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.w_out, Matrix::Int8 { .. })
+    }
+
     /// The same network with every weight matrix quantized to int8.
     pub fn quantized(&self) -> GruNet {
         GruNet {

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod data;
+pub mod pipeline;
 pub mod quality;
 pub mod train;
 

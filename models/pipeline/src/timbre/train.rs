@@ -55,6 +55,36 @@ impl FrameSet {
         self.takes.iter().map(|t| t.inputs.len()).sum()
     }
 
+    /// The mean target as output values: log amplitude, log of the mean
+    /// distribution, log noise.
+    pub fn mean_output(&self) -> Vec<f32> {
+        let mut sum = vec![0.0f64; OUTPUT_SIZE];
+        let mut count = 0usize;
+        for target in self.takes.iter().flat_map(|t| &t.targets) {
+            sum[0] += target.log_amplitude as f64;
+            for (s, p) in sum[1..1 + HARMONICS].iter_mut().zip(&target.distribution) {
+                *s += *p as f64;
+            }
+            for (s, n) in sum[1 + HARMONICS..].iter_mut().zip(&target.log_noise) {
+                *s += *n as f64;
+            }
+            count += 1;
+        }
+        let count = count.max(1) as f64;
+        sum.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mean = s / count;
+                let value = if (1..1 + HARMONICS).contains(&i) {
+                    mean.max(1e-6).ln()
+                } else {
+                    mean
+                };
+                value as f32
+            })
+            .collect()
+    }
+
     /// Takes in the set.
     pub fn len(&self) -> usize {
         self.takes.len()
@@ -228,6 +258,7 @@ pub fn train(
         config.seed,
         device,
     )?;
+    net.set_output_bias(&train.mean_output())?;
     let mut rng = Rng::new(config.seed ^ 0x7173);
     let loss = |net: &StepNet| -> Result<(Tensor, f64)> {
         let windows = sample_windows(train, &mut rng, config.batch, config.window);
