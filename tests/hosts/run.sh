@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Real-host tests: bundles Wren, plays the CLAP in clack-host and the VST3 in
-# pedalboard and dawdreamer. Fails on the first failure.
+# Real-host tests: bundles Wren, plays the CLAP in clack-host, the VST3 in
+# pedalboard and dawdreamer, and the standalone (built beforehand) on JACK's
+# dummy backend. Fails on the first failure.
 #
 # Python: .venv/bin/python at the repository root (pedalboard, dawdreamer,
 # numpy), or $PYTHON when set.
@@ -23,5 +24,8 @@ WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host -- --nocaptu
 
 echo "== VST3 in pedalboard and dawdreamer"
 "$python" tests/hosts/test_vst3.py
+
+echo "== standalone on JACK (dummy backend)"
+tests/hosts/standalone.sh
 
 echo "== all real-host tests passed"
