@@ -276,7 +276,7 @@ impl NoiseShaper {
     }
 
     fn white(&mut self) -> f32 {
-        // xorshift64*, then a sum of two uniforms' worth of spread: variance 1.
+        // xorshift64*: a uniform number scaled to variance 1.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;

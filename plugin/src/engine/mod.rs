@@ -599,7 +599,7 @@ enum Position {
     Stopped(Clock),
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Clock {
     beats: f64,
     samples_per_beat: f64,

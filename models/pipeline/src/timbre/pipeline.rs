@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use wren::melody::dataset::{read_dataset, Split};
+use wren::melody::dataset::{read_dataset, Split, Tune};
 use wren::model::kernel::GruKernel;
 use wren::model::manifest::DataRecord;
 use wren::model::GruNet;
@@ -132,9 +132,9 @@ fn record_instrument(
     config: &TimbreConfig,
     instrument: &Instrument,
     font: &std::sync::Arc<rustysynth::SoundFont>,
+    tunes: &[Tune],
 ) -> Result<Recordings> {
-    let tunes = read_dataset(&config.melodies)?;
-    let takes: Vec<_> = data::plan(instrument, &tunes, config.train_phrases)
+    let takes: Vec<_> = data::plan(instrument, tunes, config.train_phrases)
         .into_iter()
         .step_by(config.subsample.max(1))
         .collect();
@@ -212,9 +212,10 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
     let device = Device::Cpu;
     let font = data::load_soundfont(&config.soundfont)?;
     let mut manifest = read_manifest(&config.out_dir)?;
+    let tunes = read_dataset(&config.melodies)?;
     for instrument in &config.instruments {
         let name = instrument.name;
-        let recordings = record_instrument(config, instrument, &font)?;
+        let recordings = record_instrument(config, instrument, &font, &tunes)?;
         eprintln!(
             "{name}: {:?} takes, {:?} frames",
             recordings.record.tunes, recordings.record.steps
