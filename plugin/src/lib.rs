@@ -18,16 +18,30 @@ pub mod model;
 pub mod presets;
 pub mod timbre;
 
-/// Loads the embedded models of every preset and starts an engine. Allocates.
-pub fn start_engine(sample_rate: f64) -> Result<engine::Engine, String> {
+/// Loads the embedded models of every preset and starts an engine for
+/// blocks of at most `max_block` samples. An instrument whose timbre models
+/// are not all shipped is left out (the additive voice plays instead).
+/// Allocates.
+pub fn start_engine(sample_rate: f64, max_block: usize) -> Result<engine::Engine, String> {
+    use model::kernel::GruKernel;
     let presets = presets::embedded();
     let names: Vec<&str> = presets.iter().map(|p| p.melody.as_str()).collect();
     let loaded = engine::models::load_embedded(&names).map_err(|e| e.to_string())?;
-    let kernels = loaded
-        .iter()
-        .map(|m| model::kernel::GruKernel::new(&m.net))
-        .collect();
-    engine::Engine::new(kernels, sample_rate).map_err(|e| e.to_string())
+    let kernels = loaded.iter().map(|m| GruKernel::new(&m.net)).collect();
+    let mut timbres = Vec::new();
+    for instrument in timbre::INSTRUMENTS {
+        let names: Vec<String> = presets.iter().map(|p| p.timbre_model(instrument)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match engine::models::load_embedded(&names) {
+            Ok(models) => timbres.push(models.iter().map(|m| GruKernel::new(&m.net)).collect()),
+            Err(error) => {
+                log::info!("no neural {instrument}: {error}");
+                timbres.push(Vec::new());
+            }
+        }
+    }
+    engine::Engine::with_timbres(kernels, timbres, sample_rate, max_block)
+        .map_err(|e| e.to_string())
 }
 
 pub mod plugin;

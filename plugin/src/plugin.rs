@@ -19,7 +19,7 @@ use nice_plug::prelude::*;
 
 use crate::engine::{self, Engine};
 
-pub use params::{KeyChoice, ModeChoice, PresetChoice, ScaleChoice, WrenParams};
+pub use params::{InstrumentChoice, KeyChoice, ModeChoice, PresetChoice, ScaleChoice, WrenParams};
 
 /// Most note events taken from the host in one block; more are dropped.
 pub const MIDI_IN_CAPACITY: usize = 1024;
@@ -37,6 +37,8 @@ pub struct Wren {
     pace: pace::Pace,
     /// The sample rate of the current activation.
     sample_rate: f64,
+    /// The largest block of the current activation.
+    max_block: usize,
     /// The latency last reported to the host.
     reported_latency: Option<u32>,
 }
@@ -50,26 +52,21 @@ impl Default for Wren {
             offline: false,
             pace: pace::Pace::default(),
             sample_rate: 48_000.0,
+            max_block: 1024,
             reported_latency: None,
         }
     }
 }
 
-/// Latency a preset adds, in samples. Melody steps are computed ahead of the
-/// block that plays them, so no preset adds any.
-pub fn latency_samples(_preset: PresetChoice) -> u32 {
-    0
-}
-
 impl Wren {
-    /// Starts the engine, or retunes the running one to a new sample rate.
-    /// Main thread; allocates. Returns whether an engine runs.
-    fn ensure_engine(&mut self, sample_rate: f64) -> bool {
+    /// Starts the engine, or retunes the running one to a new sample rate
+    /// and block size. Main thread; allocates. Returns whether an engine runs.
+    fn ensure_engine(&mut self, sample_rate: f64, max_block: usize) -> bool {
         if let Some(engine) = self.engine.as_mut() {
-            engine.set_sample_rate(sample_rate);
+            engine.configure(sample_rate, max_block);
             return true;
         }
-        match crate::start_engine(sample_rate) {
+        match crate::start_engine(sample_rate, max_block) {
             Ok(engine) => {
                 log::info!("Wren engine started at {sample_rate} Hz");
                 self.engine = Some(engine);
@@ -94,9 +91,12 @@ impl Wren {
         }
     }
 
-    /// Tells the host the preset's latency when it differs from the last report.
-    fn report_latency(&mut self, preset: PresetChoice, report: impl FnOnce(u32)) {
-        let latency = latency_samples(preset);
+    /// Tells the host the engine's latency when it differs from the last
+    /// report. Melody steps are computed ahead of the block that plays them
+    /// and add none; the neural voices add one block (see
+    /// [`Engine::latency`]).
+    fn report_latency(&mut self, report: impl FnOnce(u32)) {
+        let latency = self.engine.as_ref().map_or(0, |e| e.latency() as u32);
         if self.reported_latency != Some(latency) {
             self.reported_latency = Some(latency);
             report(latency);
@@ -138,10 +138,10 @@ impl Plugin for Wren {
         self.offline = buffer_config.process_mode == ProcessMode::Offline;
         self.sample_rate = buffer_config.sample_rate as f64;
         self.pace.reset();
-        self.ensure_engine(buffer_config.sample_rate as f64);
+        self.max_block = buffer_config.max_buffer_size.max(1) as usize;
+        self.ensure_engine(buffer_config.sample_rate as f64, self.max_block);
         self.reported_latency = None;
-        let preset = self.params.preset.value();
-        self.report_latency(preset, |samples| context.set_latency_samples(samples));
+        self.report_latency(|samples| context.set_latency_samples(samples));
         true
     }
 
@@ -158,8 +158,7 @@ impl Plugin for Wren {
     ) -> ProcessStatus {
         self.take_midi_in(context);
         let settings = self.params.settings();
-        let preset = self.params.preset.value();
-        self.report_latency(preset, |samples| context.set_latency_samples(samples));
+        self.report_latency(|samples| context.set_latency_samples(samples));
         let transport = host::transport(context.transport(), self.offline);
         let fast = self
             .pace
@@ -233,7 +232,7 @@ mod tests {
     fn no_parameter_has_vst3_id_zero_or_a_shared_id() {
         let params = WrenParams::default();
         let ids: Vec<String> = params.param_map().into_iter().map(|(id, ..)| id).collect();
-        assert_eq!(ids.len(), 12);
+        assert_eq!(ids.len(), 13);
         let mut hashes: Vec<u32> = ids.iter().map(|id| vst3_param_hash(id)).collect();
         assert!(hashes.iter().all(|h| *h != 0), "{ids:?} -> {hashes:?}");
         hashes.sort_unstable();
@@ -242,14 +241,20 @@ mod tests {
     }
 
     #[test]
-    fn latency_is_reported_once_per_change() {
+    fn latency_is_one_block_and_reported_once_per_change() {
         let mut wren = Wren::default();
         let mut reports = Vec::new();
-        wren.report_latency(PresetChoice::Studio, |s| reports.push(s));
-        wren.report_latency(PresetChoice::Live, |s| reports.push(s));
-        assert_eq!(reports, vec![0]);
-        wren.reported_latency = Some(7);
-        wren.report_latency(PresetChoice::Live, |s| reports.push(s));
-        assert_eq!(reports, vec![0, 0]);
+        wren.report_latency(|s| reports.push(s));
+        assert_eq!(reports, vec![0], "no engine, no latency");
+        assert!(wren.ensure_engine(48_000.0, 64));
+        wren.report_latency(|s| reports.push(s));
+        wren.report_latency(|s| reports.push(s));
+        assert_eq!(reports, vec![0, 64]);
+        // MIDI in to sound out at 64-sample buffers and 48 kHz: 1.3 ms.
+        let milliseconds = reports[1] as f64 / 48_000.0 * 1e3;
+        assert!(milliseconds <= 3.0, "{milliseconds} ms");
+        assert!(wren.ensure_engine(96_000.0, 512));
+        wren.report_latency(|s| reports.push(s));
+        assert_eq!(reports, vec![0, 64, 512]);
     }
 }

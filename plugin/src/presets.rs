@@ -13,6 +13,9 @@ pub struct Preset {
     pub description: String,
     /// The melody model it uses (a manifest name).
     pub melody: String,
+    /// The timbre variant it uses for every instrument: the model of
+    /// instrument `i` is `timbre-<i>-<timbre>`.
+    pub timbre: String,
     /// Share of the buffer's time budget the inference may use.
     pub budget_share: f64,
 }
@@ -38,6 +41,13 @@ pub const EMBEDDED: [&str; 3] = [
 /// The preset a new instance and a plain render use: the int8 student, whose
 /// step costs the least of the buffer's budget.
 pub const DEFAULT: &str = "live";
+
+impl Preset {
+    /// The manifest name of its timbre model for an instrument.
+    pub fn timbre_model(&self, instrument: &str) -> String {
+        format!("timbre-{instrument}-{}", self.timbre)
+    }
+}
 
 /// Parses a preset's TOML.
 pub fn parse(text: &str) -> Result<Preset, PresetError> {
@@ -70,9 +80,19 @@ mod tests {
         let presets = embedded();
         assert_eq!(presets.len(), 3);
         for p in &presets {
-            assert!(crate::engine::models::EMBEDDED_MODELS
-                .iter()
-                .any(|(n, _)| *n == p.melody));
+            let shipped = |name: &str| {
+                crate::engine::models::EMBEDDED_MODELS
+                    .iter()
+                    .any(|(n, _)| *n == name)
+            };
+            assert!(shipped(&p.melody));
+            for instrument in crate::timbre::INSTRUMENTS {
+                let model = p.timbre_model(instrument);
+                // Every instrument whose teacher ships ships all variants.
+                if shipped(&format!("timbre-{instrument}-teacher")) {
+                    assert!(shipped(&model), "{model} is missing");
+                }
+            }
             assert!(p.budget_share > 0.0 && p.budget_share <= 1.0);
         }
         assert!(find("live").is_ok());

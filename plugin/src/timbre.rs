@@ -8,6 +8,9 @@
 
 use crate::engine::harmonic::{FrameParams, HARMONICS, NOISE_BANDS};
 
+/// The neural instruments, in the order of the plugin's instrument choice.
+pub const INSTRUMENTS: [&str; 3] = ["flute", "violin", "trumpet"];
+
 /// Features the network reads per frame.
 pub const INPUT_SIZE: usize = 6;
 /// Values it writes per frame.
@@ -35,6 +38,11 @@ pub struct Control {
     pub since_on: f32,
     /// Seconds since its note-off (0 while the key is down).
     pub since_off: f32,
+}
+
+/// Frequency in Hz of a MIDI pitch (A4 = 69 = 440 Hz).
+pub fn pitch_hz(pitch: f32) -> f32 {
+    440.0 * ((pitch - 69.0) / 12.0).exp2()
 }
 
 /// The network's input for a frame; `None` before a voice's first note.

@@ -97,7 +97,11 @@ fn manifest_matches_the_shipped_files() {
         assert_eq!(entry.parameters, net.parameters(), "{name}");
         assert_eq!(entry.shape, net.shape(), "{name}");
         assert_eq!(entry.weight_bytes, net.bytes(), "{name}");
-        for metric in ["test_nll", "test_accuracy", "valid_nll"] {
+        let metrics: &[&str] = match entry.role.as_str() {
+            "timbre" => &["test_mrstft", "test_lsd_db", "valid_loss"],
+            _ => &["test_nll", "test_accuracy", "valid_nll"],
+        };
+        for &metric in metrics {
             assert!(
                 entry.metrics.get(metric).is_some_and(|v| v.is_finite()),
                 "{name}: {metric}"
@@ -119,7 +123,53 @@ fn manifest_matches_the_shipped_files() {
         "dataset checksum"
     );
     assert!(manifest.baselines["ngram"]["test_nll"].is_finite());
-    let int8 = manifest.get("melody-student-int8").unwrap().weight_bytes;
-    let f32 = manifest.get("melody-student").unwrap().weight_bytes;
-    assert!(int8 * 3 < f32, "int8 student takes {int8} bytes, f32 {f32}");
+    for family in ["melody".to_string()]
+        .into_iter()
+        .chain(wren::timbre::INSTRUMENTS.map(|i| format!("timbre-{i}")))
+    {
+        let Some(f32) = manifest.get(&format!("{family}-student")) else {
+            continue;
+        };
+        let int8 = manifest.get(&format!("{family}-student-int8")).unwrap();
+        assert!(
+            int8.weight_bytes * 3 < f32.weight_bytes,
+            "{family}: int8 student takes {} bytes, f32 {}",
+            int8.weight_bytes,
+            f32.weight_bytes
+        );
+    }
+}
+
+#[test]
+fn every_timbre_teacher_clearly_beats_the_static_baseline() {
+    let manifest = wren::engine::models::embedded_manifest();
+    let mut checked = 0;
+    for instrument in wren::timbre::INSTRUMENTS {
+        let Some(teacher) = manifest.get(&format!("timbre-{instrument}-teacher")) else {
+            continue;
+        };
+        let baseline = &manifest.baselines[&format!("timbre-{instrument}-wavetable")];
+        let int8 = &manifest
+            .get(&format!("timbre-{instrument}-student-int8"))
+            .unwrap()
+            .metrics;
+        let (lsd, mrstft) = (
+            teacher.metrics["test_lsd_db"],
+            teacher.metrics["test_mrstft"],
+        );
+        // Clearly: at least 3 dB and a fifth of the baseline's STFT distance.
+        assert!(
+            lsd + 3.0 < baseline["test_lsd_db"] && mrstft < 0.8 * baseline["test_mrstft"],
+            "{instrument}: teacher {lsd:.2} dB / {mrstft:.3}, baseline {:.2} dB / {:.3}",
+            baseline["test_lsd_db"],
+            baseline["test_mrstft"]
+        );
+        // The int8 student beats the baseline too.
+        assert!(
+            int8["test_lsd_db"] < baseline["test_lsd_db"],
+            "{instrument}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "a neural instrument ships");
 }

@@ -95,8 +95,8 @@ fn activate(wren: &mut Wren, process_mode: ProcessMode) {
     assert!(wren.activate(&Wren::AUDIO_IO_LAYOUTS[0], &config, &mut activation));
     assert_eq!(
         activation.latency.get(),
-        Some(0),
-        "latency is reported on activation"
+        Some(MAX_BLOCK as u32),
+        "the neural voice's latency, one block, is reported on activation"
     );
     wren.reset();
 }

@@ -1,8 +1,8 @@
 //! In steady state neither the audio path nor the inference thread allocates.
 //!
 //! A counting global allocator sees every thread of this test binary; the
-//! count covers `Engine::process` on this thread and every step the
-//! inference thread runs meanwhile.
+//! count covers `Engine::process` on this thread and every melody step and
+//! timbre frame the inference thread runs meanwhile.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -53,7 +53,7 @@ fn nothing_allocates_in_steady_state() {
 
 fn steady_state_blocks_and_steps_allocate_nothing() {
     let sample_rate = 48_000.0;
-    let mut engine = wren::start_engine(sample_rate).unwrap();
+    let mut engine = wren::start_engine(sample_rate, 64).unwrap();
     let (mut left, mut right) = (vec![0.0f32; 64], vec![0.0f32; 64]);
     let midi = [
         NoteEvent::On {
@@ -106,6 +106,7 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
         run_blocks(&mut engine, 3000, variant, Mode::Generate);
     }
     let steps_before = engine.stats().played_steps;
+    let frames_before = engine.inference_stats().frames.load(Ordering::SeqCst);
 
     COUNTING.store(true, Ordering::SeqCst);
     let mut notes = 0;
@@ -116,6 +117,10 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
     COUNTING.store(false, Ordering::SeqCst);
 
     let steps = engine.stats().played_steps - steps_before;
+    let frames = engine.inference_stats().frames.load(Ordering::SeqCst) - frames_before;
+    // The default voice is the neural flute: its frames ran meanwhile too.
+    assert!(engine.has_timbre(0), "the neural flute ships");
+    assert!(frames > 1000, "timbre frames should have run: {frames}");
     assert!(
         steps > 100,
         "steps should have run during the measurement: {steps}"
@@ -124,7 +129,7 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
     assert_eq!(
         ALLOCATIONS.load(Ordering::SeqCst),
         0,
-        "allocations during {steps} steps"
+        "allocations during {steps} steps and {frames} frames"
     );
 }
 

@@ -194,7 +194,7 @@ fn notes_land_on_their_grid_sample_at_any_block_size() {
 fn same_seed_gives_same_midi_at_block_sizes_64_and_2048() {
     let sample_rate = 48_000.0;
     let run = |block: usize| {
-        let mut engine = wren::start_engine(sample_rate).unwrap();
+        let mut engine = wren::start_engine(sample_rate, 0).unwrap();
         note_on_samples(&mut engine, sample_rate, 132.0, 48_000 * 8, |_| block)
     };
     let small = run(64);
@@ -207,7 +207,8 @@ fn same_seed_gives_same_midi_at_block_sizes_64_and_2048() {
 fn random_block_sizes_render_identical_audio_offline() {
     let sample_rate = 48_000.0;
     let render = |sizes: &mut dyn FnMut(usize) -> usize| -> Vec<f32> {
-        let mut engine = wren::start_engine(sample_rate).unwrap();
+        // Blocks of up to 1024 samples: the neural voice's latency.
+        let mut engine = wren::start_engine(sample_rate, 1024).unwrap();
         play(&mut engine, sample_rate, (140.0, (6, 8)), 48_000 * 3, sizes).1
     };
     let fixed = render(&mut |_| 512);
@@ -275,7 +276,7 @@ const STEP_120: f64 = 6_000.0;
 
 #[test]
 fn a_loop_back_replays_the_same_notes() {
-    let mut engine = wren::start_engine(RATE).unwrap();
+    let mut engine = wren::start_engine(RATE, 0).unwrap();
     // Two bars of 4/4 at 120 BPM, looped twice; blocks of 512 fit them exactly.
     let loop_samples = (32.0 * STEP_120) as usize;
     let host = |at: usize| at_beats(true, 120.0, (at % loop_samples) as f64 / 24_000.0);
@@ -292,7 +293,7 @@ fn a_loop_back_replays_the_same_notes() {
 #[test]
 fn a_jump_plays_what_a_fresh_start_there_plays() {
     let (bar_8, samples) = (32.0, (32.0 * STEP_120) as usize);
-    let mut jumped = wren::start_engine(RATE).unwrap();
+    let mut jumped = wren::start_engine(RATE, 0).unwrap();
     // One bar from the start, then a jump to bar 8.
     let host = |at: usize| {
         let beats = at as f64 / 24_000.0;
@@ -308,7 +309,7 @@ fn a_jump_plays_what_a_fresh_start_there_plays() {
     };
     let (events, _) = play_with(&mut jumped, host, samples / 2 + samples, |_| 500);
     let after_jump = steps_and_pitches(&events, samples / 2, STEP_120);
-    let mut fresh = wren::start_engine(RATE).unwrap();
+    let mut fresh = wren::start_engine(RATE, 0).unwrap();
     let host = |at: usize| at_beats(true, 120.0, bar_8 + at as f64 / 24_000.0);
     let (events, _) = play_with(&mut fresh, host, samples, |_| 500);
     let from_start = steps_and_pitches(&events, 0, STEP_120);
@@ -332,10 +333,10 @@ fn a_tempo_change_moves_the_grid_and_keeps_the_melody() {
     };
     let tempo_at = |at: usize| if at < change_at { 120.0 } else { 90.0 };
     let total = change_at + 32 * 8_000;
-    let mut changing = wren::start_engine(RATE).unwrap();
+    let mut changing = wren::start_engine(RATE, 0).unwrap();
     let host = |at: usize| at_beats(true, tempo_at(at), beats_at(at));
     let (events, _) = play_with(&mut changing, host, total, |_| 480);
-    let mut steady = wren::start_engine(RATE).unwrap();
+    let mut steady = wren::start_engine(RATE, 0).unwrap();
     let host = |at: usize| at_beats(true, 120.0, at as f64 / 24_000.0);
     let (reference, _) = play_with(&mut steady, host, 64 * STEP_120 as usize, |_| 480);
 
@@ -373,7 +374,7 @@ fn a_tempo_change_moves_the_grid_and_keeps_the_melody() {
 fn stopping_silences_and_play_resumes_the_same_melody() {
     let (stop_at, pause) = ((20.0 * STEP_120) as usize + 100, 48_000);
     let total = (64.0 * STEP_120) as usize + pause;
-    let mut engine = wren::start_engine(RATE).unwrap();
+    let mut engine = wren::start_engine(RATE, 0).unwrap();
     let host = |at: usize| {
         let moving = if at < stop_at {
             at
@@ -390,7 +391,7 @@ fn stopping_silences_and_play_resumes_the_same_melody() {
     };
     // Blocks of 100 samples: the stop and the restart fall on block starts.
     let (events, audio) = play_with(&mut engine, host, total, |_| 100);
-    let mut steady = wren::start_engine(RATE).unwrap();
+    let mut steady = wren::start_engine(RATE, 0).unwrap();
     let host = |at: usize| at_beats(true, 120.0, at as f64 / 24_000.0);
     let (reference, _) = play_with(&mut steady, host, total - pause, |_| 100);
 
@@ -480,7 +481,7 @@ fn process_and_wait(engine: &mut Engine, transport: &Transport, steps: u64) {
 
 #[test]
 fn the_first_step_after_play_is_ready_in_real_time() {
-    let mut engine = wren::start_engine(RATE).unwrap();
+    let mut engine = wren::start_engine(RATE, 0).unwrap();
     // Stopped at bar 3: Wren cues the steps there while the host stands still.
     process_and_wait(&mut engine, &at_beats(false, 120.0, 8.0), 4);
     assert_eq!(engine.stats().played_steps, 0);
@@ -491,7 +492,7 @@ fn the_first_step_after_play_is_ready_in_real_time() {
 
 #[test]
 fn a_free_running_start_cues_one_block_and_plays_its_first_step_on_time() {
-    let mut engine = wren::start_engine(RATE).unwrap();
+    let mut engine = wren::start_engine(RATE, 0).unwrap();
     let no_host = Transport::default();
     // The first block only cues; its steps wait for the next block.
     process_and_wait(&mut engine, &no_host, 4);
@@ -500,7 +501,7 @@ fn a_free_running_start_cues_one_block_and_plays_its_first_step_on_time() {
     assert_eq!(engine.stats().played_steps, 1);
     assert_eq!(engine.stats().late_steps, 0);
     // Offline there is nothing to cue: the first block plays.
-    let mut offline = wren::start_engine(RATE).unwrap();
+    let mut offline = wren::start_engine(RATE, 0).unwrap();
     one_block(&mut offline, &no_host, true);
     assert_eq!(offline.stats().played_steps, 1);
 }

@@ -4,6 +4,8 @@ dawdreamer, locks it to A minor, renders eight seconds in each and checks that
 Wren sounds and that the pitches heard belong to A minor. Then, in each host,
 sets every parameter away from its default, saves the plugin's state, loads it
 into a fresh instance (pedalboard's) and checks that every parameter came back.
+Last, plays MIDI notes through Wren's neural flute in pedalboard (mode Thru)
+and checks that each sounds at its pitch, and unlike the additive voice.
 
 Pitch is read from the audio: the strongest spectral peak of each frame (Wren's
 voice has its strongest partial at the fundamental), frames grouped into note
@@ -47,6 +49,7 @@ PARAMETERS = {
     "level_db",
     "midi_out",
     "free_tempo_bpm",
+    "instrument",
 }
 PARAMETER_NAMES = {
     "Preset",
@@ -61,6 +64,7 @@ PARAMETER_NAMES = {
     "Level",
     "MIDI out",
     "Free tempo",
+    "Instrument",
 }
 
 FRAME = 2048
@@ -244,6 +248,75 @@ def state_dawdreamer(path):
     print(f"dawdreamer: a state of {len(state)} bytes restores all {len(got)} parameters")
 
 
+# Notes played into Wren: (MIDI pitch, on, off) in seconds.
+USER_NOTES = [(69, 0.5, 2.0), (76, 2.5, 4.0), (62, 4.5, 6.0)]
+
+
+def play_user_notes(plugin):
+    midi = []
+    for pitch, start, end in USER_NOTES:
+        midi += [(bytes([0x90, pitch, 100]), start), (bytes([0x80, pitch, 0]), end)]
+    audio = plugin(midi, duration=7.0, sample_rate=SAMPLE_RATE, num_channels=2,
+                   buffer_size=BLOCK)
+    return np.asarray(audio, dtype=np.float64).mean(axis=0)
+
+
+def harmonic_profile(mono, pitch, start, end):
+    """Levels in dB of the first six partials, relative to the first."""
+    segment = mono[int((start + 0.4) * SAMPLE_RATE) : int((end - 0.1) * SAMPLE_RATE)]
+    spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment))))
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    bin_hz = SAMPLE_RATE / len(segment)
+    levels = []
+    for k in range(1, 7):
+        centre = k * f0 / bin_hz
+        levels.append(spectrum[int(centre * 0.98) : int(centre * 1.02) + 1].max())
+    levels = np.array(levels)
+    return 20 * np.log10(levels / levels[0] + 1e-12)
+
+
+def user_midi_pedalboard(path):
+    import pedalboard
+
+    plugin = pedalboard.load_plugin(str(path))
+    plugin.mode = "Thru"
+    check(str(plugin.instrument) == "Flute", f"pedalboard: instrument is {plugin.instrument}")
+    neural = play_user_notes(plugin)
+    check(np.all(np.isfinite(neural)), "pedalboard: non-finite samples")
+    pitches, rms = frame_pitches(neural)
+    for pitch, start, end in USER_NOTES:
+        frames = [i for i in range(len(pitches))
+                  if start + 0.3 < i * HOP / SAMPLE_RATE < end - 0.2]
+        heard = np.nanmedian(pitches[frames])
+        check(abs(heard - pitch) < 0.5, f"pedalboard: played {pitch}, heard {heard:.2f}")
+    between = rms[[i for i in range(len(rms)) if 6.8 < i * HOP / SAMPLE_RATE]]
+    check(between.size and between.max() < 0.05 * rms.max(),
+          "pedalboard: sound went on after the last note's release")
+    plugin.instrument = "Additive"
+    additive = play_user_notes(plugin)
+    difference = max(
+        np.abs(harmonic_profile(neural, p, a, b) - harmonic_profile(additive, p, a, b)).max()
+        for p, a, b in USER_NOTES)
+    check(difference > 3.0,
+          f"pedalboard: the flute's partials lie within {difference:.1f} dB of the additive voice's")
+    print(f"pedalboard: played {len(USER_NOTES)} notes through the neural flute, each at its "
+          f"pitch; partials differ from the additive voice by up to {difference:.1f} dB")
+
+
+def attempt(name, check_one):
+    """Runs one check; returns 1 if it failed (a host that raises fails too)."""
+    try:
+        check_one()
+        print(f"ok: {name}")
+        return 0
+    except Failure as failure:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    except Exception:
+        traceback.print_exc()
+        print(f"FAIL: {name} raised", file=sys.stderr)
+    return 1
+
+
 def main():
     path = bundle_path()
     if not path.exists():
@@ -251,27 +324,11 @@ def main():
         return 1
     failures = 0
     for host, render in [("pedalboard", render_pedalboard), ("dawdreamer", render_dawdreamer)]:
-        try:
-            check_render(host, render(path))
-            print(f"ok: {host}")
-        except Failure as failure:
-            failures += 1
-            print(f"FAIL: {failure}", file=sys.stderr)
-        except Exception:  # a host that cannot load or render Wren fails too
-            failures += 1
-            traceback.print_exc()
-            print(f"FAIL: {host} raised", file=sys.stderr)
+        failures += attempt(host, lambda: check_render(host, render(path)))
     for host, round_trip in [("pedalboard", state_pedalboard), ("dawdreamer", state_dawdreamer)]:
-        try:
-            round_trip(path)
-            print(f"ok: {host} state round trip")
-        except Failure as failure:
-            failures += 1
-            print(f"FAIL: {failure}", file=sys.stderr)
-        except Exception:
-            failures += 1
-            traceback.print_exc()
-            print(f"FAIL: {host} state round trip raised", file=sys.stderr)
+        failures += attempt(f"{host} state round trip", lambda: round_trip(path))
+    failures += attempt("pedalboard user MIDI through the neural voice",
+                        lambda: user_midi_pedalboard(path))
     return 1 if failures else 0
 
 

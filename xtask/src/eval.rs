@@ -2,6 +2,7 @@
 //! baseline predict the melodies of some MIDI files.
 
 use std::path::PathBuf;
+use wren::engine::models::Role;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -65,7 +66,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         melodies.push(read_melody(&bytes).with_context(|| format!("reading {}", path.display()))?);
     }
     let mut scores = Vec::new();
-    for (name, bytes) in wren::engine::models::EMBEDDED_MODELS {
+    for &(name, bytes) in wren::engine::models::EMBEDDED_MODELS {
+        if Role::of(name) != Role::Melody {
+            continue;
+        }
         let model = wren::engine::models::load_model(name, bytes)?;
         let (nll, accuracy, steps) = score_kernel(&mut GruKernel::new(&model.net), &melodies);
         scores.push(Score {

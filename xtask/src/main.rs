@@ -11,6 +11,7 @@ mod eval;
 mod render;
 mod test;
 mod timbre;
+mod timbre_examples;
 
 /// candle's training loop frees and allocates large tensors every step;
 /// glibc's allocator returns them to the kernel each time (half the time
@@ -77,6 +78,8 @@ enum Command {
     Data,
     /// Render and analyse the timbre data from the soundfont; print its counts.
     TimbreData(timbre::TimbreDataArgs),
+    /// Held-out phrases as the soundfont and Wren play them: WAVs and spectrograms.
+    TimbreExamples(timbre_examples::TimbreExamplesArgs),
     /// Train, distill, quantize, evaluate and export the timbre models.
     TrainTimbre {
         /// Run the whole pipeline on a sliver of the data with tiny networks.
@@ -88,6 +91,12 @@ enum Command {
         /// Output folder (default: `models`, or a temporary folder with --tiny).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Optimizer steps of the teacher (default: the shipped setting).
+        #[arg(long)]
+        teacher_steps: Option<usize>,
+        /// Optimizer steps of each student (default: the shipped setting).
+        #[arg(long)]
+        student_steps: Option<usize>,
     },
     /// Train, distill, quantize, evaluate and export the melody models.
     TrainMelody {
@@ -114,10 +123,13 @@ fn main() -> Result<()> {
         Command::Test => test::run(),
         Command::Data => data(),
         Command::TimbreData(args) => timbre::run(&args),
+        Command::TimbreExamples(args) => timbre_examples::run(&args),
         Command::TrainTimbre {
             tiny,
             instruments,
             out,
+            teacher_steps,
+            student_steps,
         } => {
             use wren_pipeline::timbre::data::instrument;
             use wren_pipeline::timbre::pipeline::{run, TimbreConfig};
@@ -133,6 +145,8 @@ fn main() -> Result<()> {
                 config.work_dir = out.join("work");
                 config.out_dir = out;
             }
+            config.teacher_steps = teacher_steps.unwrap_or(config.teacher_steps);
+            config.student_steps = student_steps.unwrap_or(config.student_steps);
             if !instruments.is_empty() {
                 config.instruments = instruments
                     .iter()

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use wren::engine::models::Role;
 use wren::engine::sampling::{SamplingControls, Scale};
-use wren::engine::{Engine, Mode, NoteEvent, Settings, Transport};
+use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
 use wren::melody::smf::{read_melody, write_notes, TimedNote};
 use wren::melody::tokens::{Meter, Token};
 use wren::model::kernel::GruKernel;
@@ -44,12 +45,27 @@ pub struct RenderArgs {
     /// Sample rate of the output.
     #[arg(long, default_value_t = 48_000)]
     pub sample_rate: u32,
+    /// The voice: flute, violin, trumpet (neural) or additive.
+    #[arg(long, default_value = "flute")]
+    pub instrument: String,
     /// Output folder.
     #[arg(long, default_value = "target/render")]
     pub out: PathBuf,
 }
 
 /// Parses a key name into a pitch class (0 = C).
+/// The voice named on the command line.
+pub fn parse_instrument(name: &str) -> Result<Timbre> {
+    if name == "additive" {
+        return Ok(Timbre::Additive);
+    }
+    wren::timbre::INSTRUMENTS
+        .iter()
+        .position(|i| *i == name)
+        .map(Timbre::Neural)
+        .with_context(|| format!("no instrument {name:?}: flute, violin, trumpet or additive"))
+}
+
 pub fn parse_key(name: &str) -> Result<u8> {
     let mut chars = name.trim().chars();
     let letter = chars.next().context("empty key")?.to_ascii_uppercase();
@@ -204,16 +220,7 @@ fn shift(event: &NoteEvent, position: usize, frames: usize) -> Option<NoteEvent>
     if at < position || at >= position + frames {
         return None;
     }
-    let offset = (at - position) as u32;
-    Some(match *event {
-        NoteEvent::On { note, velocity, .. } => NoteEvent::On {
-            offset,
-            note,
-            velocity,
-        },
-        NoteEvent::Off { note, .. } => NoteEvent::Off { offset, note },
-        NoteEvent::AllOff { .. } => NoteEvent::AllOff { offset },
-    })
+    Some(event.at((at - position) as u32))
 }
 
 /// The primer's top line as note events at absolute sample positions.
@@ -272,7 +279,14 @@ pub fn run(args: &RenderArgs) -> Result<()> {
     let key = parse_key(&args.key)?;
     let scale = parse_scale(&args.scale)?;
     let loading = Instant::now();
-    let mut engine = wren::start_engine(args.sample_rate as f64).map_err(anyhow::Error::msg)?;
+    // Offline, frames are waited for: the neural voice needs no latency.
+    let mut engine = wren::start_engine(args.sample_rate as f64, 0).map_err(anyhow::Error::msg)?;
+    let timbre = parse_instrument(&args.instrument)?;
+    if let Timbre::Neural(i) = timbre {
+        if !engine.has_timbre(i) {
+            bail!("the {} model is not installed", args.instrument);
+        }
+    }
     let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     let (primer, primer_seconds) = match &args.primer {
         Some(path) => primer_events(path, args.tempo, args.sample_rate)?,
@@ -280,6 +294,7 @@ pub fn run(args: &RenderArgs) -> Result<()> {
     };
     let settings = Settings {
         variant: index,
+        timbre,
         controls: SamplingControls {
             temperature: args.temperature,
             key,
@@ -327,6 +342,18 @@ pub fn run(args: &RenderArgs) -> Result<()> {
             e.metrics.get("test_nll").copied().unwrap_or(f64::NAN)
         );
     }
+    match timbre {
+        Timbre::Neural(_) => {
+            let name = preset.timbre_model(&args.instrument);
+            let distance = wren::engine::models::embedded_entry(&name)
+                .and_then(|e| e.metrics.get("test_lsd_db").copied())
+                .unwrap_or(f64::NAN);
+            println!(
+                "  voice       {name}: log-spectral distance {distance:.1} dB on held-out notes"
+            );
+        }
+        Timbre::Additive => println!("  voice       additive"),
+    }
     println!(
         "  key         {} {:?}, {}/{} at {:.1} BPM, seed {}",
         key_name(key),
@@ -351,9 +378,10 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         latency.1 / budget_us * 100.0
     );
     println!(
-        "  speed       {:.0}x real time, models loaded in {load_ms:.0} ms, {} late steps",
+        "  speed       {:.0}x real time, models loaded in {load_ms:.0} ms, {} late steps, {} late frames",
         seconds / render_seconds,
-        rendered.late_steps
+        rendered.late_steps,
+        engine.stats().late_frames
     );
     println!("  wrote       {} and {}", wav.display(), mid.display());
     Ok(())
@@ -363,24 +391,19 @@ pub fn run(args: &RenderArgs) -> Result<()> {
 pub fn step_latency(variant: usize) -> Result<(f64, f64)> {
     let preset = &wren::presets::embedded()[variant];
     let loaded = wren::engine::models::load_embedded(&[preset.melody.as_str()])?;
-    let times = time_kernel(&mut GruKernel::new(&loaded[0].net), 2000);
+    let times = time_kernel(&mut GruKernel::new(&loaded[0].net), Role::Melody, 2000);
     Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
 }
 
 /// Times `steps` kernel steps on a one-hot input walk, in microseconds each.
-pub fn time_kernel(kernel: &mut GruKernel, steps: usize) -> Vec<f64> {
+pub fn time_kernel(kernel: &mut GruKernel, role: Role, steps: usize) -> Vec<f64> {
     let shape = kernel.shape();
     let mut state = vec![0.0; shape.state()];
     let mut x = vec![0.0; shape.input];
     let mut y = vec![0.0; shape.output];
     let mut times = Vec::with_capacity(steps);
     for i in 0..steps + 100 {
-        wren::melody::tokens::write_input(
-            &mut x,
-            Token::from_index(i * 7 % 51),
-            (i % 16) as u32,
-            Meter::default(),
-        );
+        role.write_example(i, &mut x);
         let t = Instant::now();
         kernel.step(&x, &mut state, &mut y);
         if i >= 100 {

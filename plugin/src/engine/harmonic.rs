@@ -94,6 +94,22 @@ impl FrameParams {
     }
 }
 
+/// Magnitudes of the spectrum of `signal` under a Hann window, unscaled:
+/// `signal.len() / 2 + 1` bins. For measuring sound; allocates.
+pub fn hann_spectrum(signal: &[f32]) -> Vec<f32> {
+    let n = signal.len();
+    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+    let mut input: Vec<f32> = signal
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s * (0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos()))
+        .collect();
+    let mut output = fft.make_output_vec();
+    fft.process(&mut input, &mut output)
+        .expect("buffers sized by the planner");
+    output.iter().map(|c| c.norm()).collect()
+}
+
 /// One voice of the harmonic-plus-noise synthesizer.
 pub struct HarmonicSynth {
     sample_rate: f32,
@@ -130,6 +146,16 @@ impl HarmonicSynth {
     /// Samples per frame.
     pub fn hop(&self) -> usize {
         self.hop
+    }
+
+    /// Whether the next sample starts a frame.
+    pub fn at_boundary(&self) -> bool {
+        self.at == 0
+    }
+
+    /// Samples until the next frame starts (a whole frame at a boundary).
+    pub fn to_boundary(&self) -> usize {
+        self.hop - self.at
     }
 
     /// The sample rate it renders at.
@@ -349,22 +375,13 @@ mod tests {
         out
     }
 
-    /// Magnitude spectrum (Hann window) of `signal` and the bin width in Hz.
+    /// Magnitude spectrum (Hann window, a sine's amplitude at its peak) of
+    /// `signal` and the bin width in Hz.
     fn spectrum(signal: &[f32], sample_rate: f32) -> (Vec<f32>, f32) {
-        let n = signal.len();
-        let mut planner = RealFftPlanner::<f32>::new();
-        let fft = planner.plan_fft_forward(n);
-        let mut input: Vec<f32> = signal
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s * (0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos()))
-            .collect();
-        let mut output = fft.make_output_vec();
-        fft.process(&mut input, &mut output).unwrap();
-        let norm = 4.0 / n as f32;
+        let norm = 4.0 / signal.len() as f32;
         (
-            output.iter().map(|c| c.norm() * norm).collect(),
-            sample_rate / n as f32,
+            hann_spectrum(signal).iter().map(|m| m * norm).collect(),
+            sample_rate / signal.len() as f32,
         )
     }
 

@@ -1,9 +1,11 @@
-//! The inference thread: runs melody steps for the audio thread.
+//! The inference thread: runs melody steps and timbre frames for the audio
+//! thread.
 //!
-//! Requests arrive over an `rtrb` ring, results leave over another. All
-//! buffers are allocated when the thread starts; a steady-state step runs
-//! an allocation-free kernel and samples into preallocated scratch. The
-//! thread parks when there is no work and the audio thread unparks it.
+//! Requests arrive over an `rtrb` ring; melody results leave over one ring,
+//! timbre frames over another. All buffers are allocated when the thread
+//! starts; a steady-state step or frame runs an allocation-free kernel and
+//! writes into preallocated scratch. The thread parks when there is no work
+//! and the audio thread unparks it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,9 +14,11 @@ use std::time::Duration;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use super::harmonic::FrameParams;
 use super::sampling::{sample, Pcg, SamplingControls};
 use crate::melody::tokens::{write_input, Meter, Token, INPUT_SIZE, VOCAB};
 use crate::model::kernel::GruKernel;
+use crate::timbre::{self, Control};
 
 /// Work for the inference thread.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,6 +49,36 @@ pub enum Request {
         /// A token the user played: the network reads it instead of sampling.
         forced: Option<Token>,
     },
+    /// Compute one timbre frame of a voice.
+    Frame(FrameRequest),
+}
+
+/// One frame of one neural voice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameRequest {
+    /// The voice.
+    pub voice: u8,
+    /// The frame's first sample, on the engine's sample clock.
+    pub time: u64,
+    /// Which installed instrument plays.
+    pub instrument: u16,
+    /// Which of its variants runs.
+    pub variant: u16,
+    /// Whether the voice starts from silence: its state is zeroed first.
+    pub fresh: bool,
+    /// What the MIDI says at the frame's first sample.
+    pub control: Control,
+}
+
+/// A computed timbre frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameResult {
+    /// The voice.
+    pub voice: u8,
+    /// The frame's first sample.
+    pub time: u64,
+    /// The synthesizer parameters.
+    pub params: FrameParams,
 }
 
 /// A computed step.
@@ -67,14 +101,22 @@ pub struct InferenceStats {
     pub busy_nanos: AtomicU64,
     /// Slowest step in nanoseconds.
     pub worst_nanos: AtomicU64,
+    /// Timbre frames computed.
+    pub frames: AtomicU64,
+    /// Nanoseconds spent on timbre frames, summed.
+    pub frame_nanos: AtomicU64,
+    /// Slowest timbre frame in nanoseconds.
+    pub worst_frame_nanos: AtomicU64,
 }
 
 /// The audio thread's end of the inference thread.
 pub struct InferenceHandle {
     /// Requests to the thread.
     pub requests: Producer<Request>,
-    /// Results from the thread.
+    /// Melody results from the thread.
     pub results: Consumer<StepResult>,
+    /// Timbre frames from the thread.
+    pub frames: Consumer<FrameResult>,
     /// Counters.
     pub stats: Arc<InferenceStats>,
     thread: Option<JoinHandle<()>>,
@@ -104,13 +146,27 @@ impl Drop for InferenceHandle {
 /// Capacity of each ring: more than any lookahead the scheduler asks for.
 pub const QUEUE_CAPACITY: usize = 1024;
 
-/// Starts the inference thread with its kernels (index = variant). Allocates.
-pub fn spawn(kernels: Vec<GruKernel>) -> std::io::Result<InferenceHandle> {
+/// The timbre kernels: `[instrument][variant]`.
+pub type TimbreKernels = Vec<Vec<GruKernel>>;
+
+/// Voices whose recurrent state the inference thread keeps.
+pub const MAX_VOICES: usize = 16;
+
+/// Starts the inference thread with its melody kernels (index = variant)
+/// and timbre kernels. Allocates.
+pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result<InferenceHandle> {
     let (requests, request_rx) = RingBuffer::new(QUEUE_CAPACITY);
     let (result_tx, results) = RingBuffer::new(QUEUE_CAPACITY);
+    let (frame_tx, frames) = RingBuffer::new(QUEUE_CAPACITY);
     let stats = Arc::new(InferenceStats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = Worker::new(kernels, request_rx, result_tx, stats.clone());
+    let mut worker = Worker::new(
+        kernels,
+        Timbres::new(timbres),
+        request_rx,
+        (result_tx, frame_tx),
+        stats.clone(),
+    );
     let stop_flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("wren-inference".into())
@@ -118,16 +174,74 @@ pub fn spawn(kernels: Vec<GruKernel>) -> std::io::Result<InferenceHandle> {
     Ok(InferenceHandle {
         requests,
         results,
+        frames,
         stats,
         thread: Some(thread),
         stop,
     })
 }
 
+/// The timbre kernels and each voice's recurrent state.
+struct Timbres {
+    kernels: TimbreKernels,
+    states: Vec<Vec<f32>>,
+    /// The `(instrument, variant)` each voice's state belongs to.
+    owners: [Option<(u16, u16)>; MAX_VOICES],
+    x: [f32; timbre::INPUT_SIZE],
+    y: [f32; timbre::OUTPUT_SIZE],
+}
+
+impl Timbres {
+    fn new(kernels: TimbreKernels) -> Timbres {
+        let width = kernels
+            .iter()
+            .flatten()
+            .map(|k| k.shape().state())
+            .max()
+            .unwrap_or(0);
+        Timbres {
+            kernels,
+            states: vec![vec![0.0; width]; MAX_VOICES],
+            owners: [None; MAX_VOICES],
+            x: [0.0; timbre::INPUT_SIZE],
+            y: [0.0; timbre::OUTPUT_SIZE],
+        }
+    }
+
+    /// One frame of a voice; silence if no kernel is installed.
+    fn frame(&mut self, request: &FrameRequest) -> FrameParams {
+        let f0 = crate::timbre::pitch_hz(request.control.pitch);
+        let voice = request.voice as usize % MAX_VOICES;
+        let Some(set) = self
+            .kernels
+            .get_mut(request.instrument as usize)
+            .filter(|set| !set.is_empty())
+        else {
+            return FrameParams::silent(f0);
+        };
+        let variant = (request.variant as usize).min(set.len() - 1);
+        let owner = Some((request.instrument, variant as u16));
+        let kernel = &mut set[variant];
+        let state = &mut self.states[voice][..kernel.shape().state()];
+        if request.fresh || self.owners[voice] != owner {
+            state.fill(0.0);
+            self.owners[voice] = owner;
+        }
+        self.x = timbre::input(Some(&request.control));
+        kernel.step(&self.x, state, &mut self.y);
+        if state.iter().any(|s| !s.is_finite()) {
+            // A broken output must not poison the frames that follow.
+            state.fill(0.0);
+        }
+        timbre::decode(f0, &self.y)
+    }
+}
+
 /// The state the inference thread owns.
 pub struct Worker {
     kernels: Vec<GruKernel>,
     states: Vec<Vec<f32>>,
+    timbres: Timbres,
     x: [f32; INPUT_SIZE],
     logits: [f32; VOCAB],
     scratch: [f32; VOCAB],
@@ -136,14 +250,16 @@ pub struct Worker {
     epoch: u32,
     requests: Consumer<Request>,
     results: Producer<StepResult>,
+    frames: Producer<FrameResult>,
     stats: Arc<InferenceStats>,
 }
 
 impl Worker {
     fn new(
         kernels: Vec<GruKernel>,
+        timbres: Timbres,
         requests: Consumer<Request>,
-        results: Producer<StepResult>,
+        (results, frames): (Producer<StepResult>, Producer<FrameResult>),
         stats: Arc<InferenceStats>,
     ) -> Worker {
         let states = kernels
@@ -153,6 +269,7 @@ impl Worker {
         Worker {
             kernels,
             states,
+            timbres,
             x: [0.0; INPUT_SIZE],
             logits: [0.0; VOCAB],
             scratch: [0.0; VOCAB],
@@ -161,6 +278,7 @@ impl Worker {
             epoch: 0,
             requests,
             results,
+            frames,
             stats,
         }
     }
@@ -211,6 +329,21 @@ impl Worker {
                 // A full ring means the audio thread stopped reading; dropping
                 // the result is the only non-blocking answer.
                 let _ = self.results.push(StepResult { epoch, step, token });
+            }
+            Request::Frame(frame) => {
+                let started = std::time::Instant::now();
+                let params = self.timbres.frame(&frame);
+                let nanos = started.elapsed().as_nanos() as u64;
+                self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                self.stats.frame_nanos.fetch_add(nanos, Ordering::Relaxed);
+                self.stats
+                    .worst_frame_nanos
+                    .fetch_max(nanos, Ordering::Relaxed);
+                let _ = self.frames.push(FrameResult {
+                    voice: frame.voice,
+                    time: frame.time,
+                    params,
+                });
             }
         }
     }

@@ -10,12 +10,14 @@ pub mod inference;
 pub mod models;
 pub mod sampling;
 pub mod synth;
+pub mod voices;
 
 use std::time::{Duration, Instant};
 
-use inference::{InferenceHandle, Request, StepResult};
+use inference::{InferenceHandle, Request, StepResult, TimbreKernels};
 use sampling::SamplingControls;
 use synth::{Source, Synth};
+use voices::{FrameSource, NeuralVoices};
 
 use crate::melody::tokens::{Meter, Token};
 use crate::model::kernel::GruKernel;
@@ -45,11 +47,23 @@ pub struct Transport {
     pub time_signature: Option<(u32, u32)>,
 }
 
+/// Which voice plays the notes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timbre {
+    /// The built-in additive tone: no network, no latency of its own.
+    Additive,
+    /// An installed neural instrument (index into the engine's timbre
+    /// kernels); the additive tone stands in if it is not installed.
+    Neural(usize),
+}
+
 /// User settings the engine reads every block.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
-    /// Index of the installed model variant to run.
+    /// Index of the installed model variant to run (melody and timbre).
     pub variant: usize,
+    /// The voice.
+    pub timbre: Timbre,
     /// Sampling controls.
     pub controls: SamplingControls,
     /// Seed of the generator.
@@ -68,6 +82,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             variant: 0,
+            timbre: Timbre::Neural(0),
             controls: SamplingControls::default(),
             seed: 1,
             mode: Mode::Generate,
@@ -105,6 +120,19 @@ pub enum NoteEvent {
 }
 
 impl NoteEvent {
+    /// The same event at another sample offset.
+    pub fn at(&self, offset: u32) -> NoteEvent {
+        match *self {
+            NoteEvent::On { note, velocity, .. } => NoteEvent::On {
+                offset,
+                note,
+                velocity,
+            },
+            NoteEvent::Off { note, .. } => NoteEvent::Off { offset, note },
+            NoteEvent::AllOff { .. } => NoteEvent::AllOff { offset },
+        }
+    }
+
     /// The sample offset of the event.
     pub fn offset(&self) -> u32 {
         match *self {
@@ -122,11 +150,15 @@ pub struct EngineStats {
     pub late_steps: u64,
     /// Steps played.
     pub played_steps: u64,
+    /// Timbre frames played with the previous frame's parameters.
+    pub late_frames: u64,
 }
 
 const SLOTS: usize = 256;
 const LOOKAHEAD_STEPS: i64 = 4;
 const OFFLINE_WAIT: Duration = Duration::from_secs(2);
+/// Note events waiting for the latency to pass before they go out.
+const MIDI_OUT_CAPACITY: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Call {
@@ -143,6 +175,20 @@ pub struct Engine {
     sample_rate: f64,
     inference: InferenceHandle,
     synth: Synth,
+    voices: NeuralVoices,
+    /// Which neural instruments have kernels.
+    installed: Vec<bool>,
+    max_block: usize,
+    /// Samples from a note event to its sound; MIDI out is delayed as much.
+    latency: usize,
+    /// The engine's sample clock at the current block's start.
+    clock: u64,
+    /// Note events to send, at their time on the sample clock.
+    midi_pending: Vec<(u64, NoteEvent)>,
+    /// Delays the additive voice by the latency: samples and write position.
+    delay_line: Vec<f32>,
+    delay_at: usize,
+    scratch: Vec<f32>,
     slots: [Option<StepResult>; SLOTS],
     epoch: u32,
     /// Next step to play; `None` before a timeline starts.
@@ -160,12 +206,35 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts an engine with its inference thread. Allocates; call off the audio thread.
+    /// Starts an engine with melody kernels and the additive voice only: it
+    /// adds no latency. Allocates; call off the audio thread.
     pub fn new(kernels: Vec<GruKernel>, sample_rate: f64) -> std::io::Result<Engine> {
-        Ok(Engine {
+        Engine::with_timbres(kernels, Vec::new(), sample_rate, 0)
+    }
+
+    /// Starts an engine with melody and timbre kernels for blocks of at
+    /// most `max_block` samples (larger ones play, with late frames in real
+    /// time). Allocates; call off the audio thread.
+    pub fn with_timbres(
+        kernels: Vec<GruKernel>,
+        timbres: TimbreKernels,
+        sample_rate: f64,
+        max_block: usize,
+    ) -> std::io::Result<Engine> {
+        let installed = timbres.iter().map(|t| !t.is_empty()).collect();
+        let mut engine = Engine {
             sample_rate,
-            inference: inference::spawn(kernels)?,
+            inference: inference::spawn(kernels, timbres)?,
             synth: Synth::new(sample_rate as f32),
+            voices: NeuralVoices::new(sample_rate as f32, 0, 0),
+            installed,
+            max_block,
+            latency: 0,
+            clock: 0,
+            midi_pending: Vec::with_capacity(MIDI_OUT_CAPACITY),
+            delay_line: Vec::new(),
+            delay_at: 0,
+            scratch: vec![0.0; 1024],
             slots: [None; SLOTS],
             epoch: 0,
             next_step: None,
@@ -178,20 +247,58 @@ impl Engine {
             user_held: [false; 128],
             user_onset: None,
             stats: EngineStats::default(),
-        })
+        };
+        engine.configure(sample_rate, max_block);
+        Ok(engine)
     }
 
     /// Changes the sample rate; sounding notes are cut and the timeline restarts.
     pub fn set_sample_rate(&mut self, sample_rate: f64) {
+        self.configure(sample_rate, self.max_block);
+    }
+
+    /// Sets the sample rate and the largest block the host will send, which
+    /// sets the latency when a neural instrument is installed: one block,
+    /// so that every frame is computed a block before it sounds. A largest
+    /// block of 0 means no latency, for offline renders only (they wait for
+    /// frames; in real time every frame would be late). Sounding notes are
+    /// cut and the timeline restarts. Allocates; call off the audio thread.
+    pub fn configure(&mut self, sample_rate: f64, max_block: usize) {
         self.sample_rate = sample_rate.max(1.0);
-        self.synth.set_sample_rate(sample_rate as f32);
+        self.max_block = max_block;
+        self.latency = if self.installed.contains(&true) {
+            max_block
+        } else {
+            0
+        };
+        self.synth.set_sample_rate(self.sample_rate as f32);
+        // Frames of the old bank still in flight carry earlier times.
+        let start = self.voices.clock() + (1 << 24);
+        self.voices = NeuralVoices::new(self.sample_rate as f32, self.latency, start);
+        self.delay_line = vec![0.0; self.latency];
+        self.delay_at = 0;
+        self.midi_pending.clear();
         self.next_step = None;
         self.sounding = None;
     }
 
-    /// Counters of late and played steps.
+    /// Samples from a note event (played or generated) to its sound, and
+    /// from a generated note to its MIDI event: what the host is told.
+    pub fn latency(&self) -> usize {
+        self.latency
+    }
+
+    /// Whether neural instrument `index` is installed.
+    pub fn has_timbre(&self, index: usize) -> bool {
+        self.installed.get(index).copied().unwrap_or(false)
+    }
+
+    /// Counters of late and played steps and late frames.
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            late_frames: self.voices.late_frames(),
+            ..self.stats
+        }
     }
 
     /// The inference thread's counters.
@@ -217,6 +324,7 @@ impl Engine {
     ) {
         let frames = left.len().min(right.len());
         left[..frames].fill(0.0);
+        let neural = self.neural(settings);
         self.collect_results();
         if settings.seed != self.last_seed {
             self.last_seed = settings.seed;
@@ -225,10 +333,10 @@ impl Engine {
         let mut cursor = 0usize;
         let mut events = midi_in.iter().peekable();
         let (clock, steps) = match self.clock(transport, settings, frames, offline) {
-            Position::Running(c) => (c, self.prepare_steps(&c, settings, frames, midi_out)),
+            Position::Running(c) => (c, self.prepare_steps(&c, settings, frames)),
             Position::Stopped(c) => {
-                self.stop_generated(0, settings, midi_out);
-                self.cue(&c, settings, midi_out);
+                self.stop_generated(0, settings);
+                self.cue(&c, settings);
                 (c, 0..0)
             }
         };
@@ -236,18 +344,47 @@ impl Engine {
         for step in steps {
             let offset = clock.offset_of(step).clamp(0, frames as i64) as usize;
             while let Some(event) = events.next_if(|e| (e.offset() as usize) <= offset) {
-                self.render_until(left, &mut cursor, event.offset() as usize, settings);
-                self.user_event(event);
+                self.play_event(left, &mut cursor, event, settings, (offline, neural));
             }
-            self.render_until(left, &mut cursor, offset, settings);
-            self.play_step(step, &clock, settings, offline, offset as u32, midi_out);
+            self.render_until(left, &mut cursor, offset, settings, offline);
+            self.play_step(step, &clock, settings, offline, offset as u32, neural);
         }
         for event in events {
-            self.render_until(left, &mut cursor, event.offset() as usize, settings);
-            self.user_event(event);
+            self.play_event(left, &mut cursor, event, settings, (offline, neural));
         }
-        self.render_until(left, &mut cursor, frames, settings);
+        self.render_until(left, &mut cursor, frames, settings, offline);
         right[..frames].copy_from_slice(&left[..frames]);
+        self.send_due(frames, midi_out);
+        self.clock += frames as u64;
+    }
+
+    /// The neural instrument that plays, if it is installed.
+    fn neural(&self, settings: &Settings) -> Option<u16> {
+        match settings.timbre {
+            Timbre::Neural(i) if self.has_timbre(i) => Some(i as u16),
+            _ => None,
+        }
+    }
+
+    /// Queues a note event at a block offset; it goes out after the latency.
+    fn send(&mut self, event: NoteEvent) {
+        if self.midi_pending.len() < self.midi_pending.capacity() {
+            self.midi_pending
+                .push((self.clock + event.offset() as u64, event));
+        }
+    }
+
+    /// Sends the queued events that fall in this block, in order.
+    fn send_due(&mut self, frames: usize, midi_out: &mut dyn FnMut(NoteEvent)) {
+        let end = self.clock + frames as u64;
+        let latency = self.latency as u64;
+        for &(time, event) in &self.midi_pending {
+            if time + latency < end {
+                let offset = (time + latency).saturating_sub(self.clock) as u32;
+                midi_out(event.at(offset));
+            }
+        }
+        self.midi_pending.retain(|(time, _)| time + latency >= end);
     }
 
     /// Renders the voices from `cursor` up to `until` (never backwards, never
@@ -258,27 +395,78 @@ impl Engine {
         cursor: &mut usize,
         until: usize,
         settings: &Settings,
+        offline: bool,
     ) {
         let until = until.clamp(*cursor, out.len());
-        self.synth.render(&mut out[*cursor..until], settings.gain);
+        let out = &mut out[*cursor..until];
         *cursor = until;
+        if self.latency == 0 {
+            self.synth.render(out, settings.gain);
+        } else {
+            // The additive voice goes through the delay line, so that both
+            // voices sound the same time after their notes.
+            for piece in out.chunks_mut(self.scratch.len()) {
+                let scratch = &mut self.scratch[..piece.len()];
+                scratch.fill(0.0);
+                self.synth.render(scratch, settings.gain);
+                for (o, s) in piece.iter_mut().zip(scratch.iter()) {
+                    *o += self.delay_line[self.delay_at];
+                    self.delay_line[self.delay_at] = *s;
+                    self.delay_at = (self.delay_at + 1) % self.delay_line.len();
+                }
+            }
+        }
+        let neural = self.neural(settings).unwrap_or(0);
+        let mut source = FrameSource {
+            inference: &mut self.inference,
+            instrument: neural,
+            variant: settings.variant as u16,
+            offline,
+        };
+        self.voices.advance(out, settings.gain, &mut source);
     }
 
-    fn user_event(&mut self, event: &NoteEvent) {
+    fn note_on(&mut self, note: u8, velocity: f32, source: Source, neural: Option<u16>) {
+        match neural {
+            Some(_) => self.voices.note_on(note, velocity, source),
+            None => self.synth.note_on(note, velocity, source),
+        }
+    }
+
+    fn note_off(&mut self, note: u8, source: Source) {
+        self.synth.note_off(note, source);
+        self.voices.note_off(note, source);
+    }
+
+    /// Renders up to a user's event, then plays it.
+    fn play_event(
+        &mut self,
+        out: &mut [f32],
+        cursor: &mut usize,
+        event: &NoteEvent,
+        settings: &Settings,
+        (offline, neural): (bool, Option<u16>),
+    ) {
+        let at = event.offset() as usize;
+        self.render_until(out, cursor, at, settings, offline);
+        self.user_event(event, neural);
+    }
+
+    fn user_event(&mut self, event: &NoteEvent, neural: Option<u16>) {
         match *event {
             NoteEvent::On { note, velocity, .. } => {
                 let note = note.min(127);
-                self.synth
-                    .note_on(note, velocity as f32 / 127.0, Source::User);
+                self.note_on(note, velocity as f32 / 127.0, Source::User, neural);
                 self.user_held[note as usize] = true;
                 self.user_onset = Some(self.user_onset.map_or(note, |n| n.max(note)));
             }
             NoteEvent::Off { note, .. } => {
-                self.synth.note_off(note.min(127), Source::User);
+                self.note_off(note.min(127), Source::User);
                 self.user_held[note.min(127) as usize] = false;
             }
             NoteEvent::AllOff { .. } => {
                 self.synth.release_all(None);
+                self.voices.release_all(None);
                 self.user_held = [false; 128];
                 self.sounding = None;
             }
@@ -337,13 +525,8 @@ impl Engine {
 
     /// Starts a new timeline whose first step is `first`: cuts the generated
     /// note and tells the inference thread to start over from the seed.
-    fn start_timeline(
-        &mut self,
-        first: i64,
-        settings: &Settings,
-        midi_out: &mut dyn FnMut(NoteEvent),
-    ) {
-        self.stop_generated(0, settings, midi_out);
+    fn start_timeline(&mut self, first: i64, settings: &Settings) {
+        self.stop_generated(0, settings);
         self.epoch = self.epoch.wrapping_add(1);
         self.slots = [None; SLOTS];
         self.call = Call::Idle;
@@ -359,9 +542,9 @@ impl Engine {
 
     /// While the transport stands still: readies the timeline that starts
     /// where it stands, so that the first steps after play are already there.
-    fn cue(&mut self, clock: &Clock, settings: &Settings, midi_out: &mut dyn FnMut(NoteEvent)) {
+    fn cue(&mut self, clock: &Clock, settings: &Settings) {
         if self.next_step.is_none() {
-            self.start_timeline(clock.first_step(), settings, midi_out);
+            self.start_timeline(clock.first_step(), settings);
         }
         if settings.mode == Mode::Generate {
             let first = self.next_step.unwrap_or_default();
@@ -375,10 +558,9 @@ impl Engine {
         clock: &Clock,
         settings: &Settings,
         frames: usize,
-        midi_out: &mut dyn FnMut(NoteEvent),
     ) -> std::ops::Range<i64> {
         if self.next_step.is_none() {
-            self.start_timeline(clock.first_step(), settings, midi_out);
+            self.start_timeline(clock.first_step(), settings);
         }
         let start = self.next_step.unwrap_or_default();
         let mut end = start;
@@ -464,7 +646,7 @@ impl Engine {
         settings: &Settings,
         offline: bool,
         offset: u32,
-        midi_out: &mut dyn FnMut(NoteEvent),
+        neural: Option<u16>,
     ) {
         let generating = match settings.mode {
             Mode::Generate => true,
@@ -472,22 +654,21 @@ impl Engine {
             Mode::Thru => false,
         };
         if !generating {
-            self.stop_generated(offset, settings, midi_out);
+            self.stop_generated(offset, settings);
             return;
         }
         self.stats.played_steps += 1;
         let token = self.take_result(step, offline).unwrap_or(Token::Hold);
         match token {
             Token::Hold => {}
-            Token::Rest => self.stop_generated(offset, settings, midi_out),
+            Token::Rest => self.stop_generated(offset, settings),
             Token::Note(note) => {
-                self.stop_generated(offset, settings, midi_out);
+                self.stop_generated(offset, settings);
                 let velocity = accent(step, clock.meter);
-                self.synth
-                    .note_on(note, velocity as f32 / 127.0, Source::Generated);
+                self.note_on(note, velocity as f32 / 127.0, Source::Generated, neural);
                 self.sounding = Some(note);
                 if settings.midi_out {
-                    midi_out(NoteEvent::On {
+                    self.send(NoteEvent::On {
                         offset,
                         note,
                         velocity,
@@ -497,16 +678,11 @@ impl Engine {
         }
     }
 
-    fn stop_generated(
-        &mut self,
-        offset: u32,
-        settings: &Settings,
-        midi_out: &mut dyn FnMut(NoteEvent),
-    ) {
+    fn stop_generated(&mut self, offset: u32, settings: &Settings) {
         if let Some(note) = self.sounding.take() {
-            self.synth.note_off(note, Source::Generated);
+            self.note_off(note, Source::Generated);
             if settings.midi_out {
-                midi_out(NoteEvent::Off { offset, note });
+                self.send(NoteEvent::Off { offset, note });
             }
         }
     }

@@ -104,7 +104,7 @@ impl Synth {
                     .position(|v| v.age == oldest)
                     .unwrap_or(0)
             });
-        let frequency = 440.0 * 2f32.powf((note as f32 - 69.0) / 12.0);
+        let frequency = crate::timbre::pitch_hz(note as f32);
         let omega = std::f32::consts::TAU * frequency / self.sample_rate;
         let voice = &mut self.voices[index];
         // A stolen voice keeps its level and phase, so the change is smooth.

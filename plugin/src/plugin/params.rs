@@ -5,7 +5,7 @@
 use nice_plug::prelude::*;
 
 use crate::engine::sampling::{SamplingControls, Scale};
-use crate::engine::{Mode, Settings};
+use crate::engine::{Mode, Settings, Timbre};
 use crate::melody::tokens::{HIGHEST_PITCH, LOWEST_PITCH};
 
 /// The compression preset, in the order of [`crate::presets::EMBEDDED`].
@@ -99,6 +99,33 @@ impl ScaleChoice {
     }
 }
 
+/// The voice that plays: a neural instrument, or the additive tone.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstrumentChoice {
+    /// Neural flute.
+    #[id = "flute"]
+    Flute,
+    /// Neural violin.
+    #[id = "violin"]
+    Violin,
+    /// Neural trumpet.
+    #[id = "trumpet"]
+    Trumpet,
+    /// The built-in additive tone.
+    #[id = "additive"]
+    Additive,
+}
+
+impl InstrumentChoice {
+    /// The engine's voice.
+    pub fn timbre(self) -> Timbre {
+        match self {
+            InstrumentChoice::Additive => Timbre::Additive,
+            neural => Timbre::Neural(neural.to_index()),
+        }
+    }
+}
+
 /// How the network is used.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeChoice {
@@ -163,6 +190,9 @@ pub struct WrenParams {
     /// Tempo used when the host gives none.
     #[id = "free_tempo"]
     pub free_tempo: FloatParam,
+    /// The voice that plays.
+    #[id = "instrument"]
+    pub instrument: EnumParam<InstrumentChoice>,
 }
 
 impl Default for WrenParams {
@@ -221,6 +251,7 @@ impl Default for WrenParams {
             )
             .with_unit(" BPM")
             .with_step_size(0.1),
+            instrument: EnumParam::new("Instrument", InstrumentChoice::Flute),
         }
     }
 }
@@ -231,6 +262,7 @@ impl WrenParams {
         let (low, high) = ordered(self.range_low.value(), self.range_high.value());
         Settings {
             variant: self.preset.value().variant(),
+            timbre: self.instrument.value().timbre(),
             controls: SamplingControls {
                 temperature: self.temperature.value(),
                 key: self.key.value().pitch_class(),
@@ -269,6 +301,17 @@ mod tests {
         assert!(settings.midi_out);
         assert_eq!(settings.free_tempo, 120.0);
         assert_eq!(settings.seed, 1);
+        assert_eq!(settings.timbre, crate::engine::Settings::default().timbre);
+    }
+
+    #[test]
+    fn instrument_choices_follow_the_neural_instruments() {
+        for (index, name) in crate::timbre::INSTRUMENTS.iter().enumerate() {
+            let choice = InstrumentChoice::from_index(index);
+            assert_eq!(choice.timbre(), Timbre::Neural(index));
+            assert_eq!(InstrumentChoice::variants()[index].to_lowercase(), *name);
+        }
+        assert_eq!(InstrumentChoice::Additive.timbre(), Timbre::Additive);
     }
 
     #[test]

@@ -312,10 +312,7 @@ pub fn controls(take: &Take, frames: usize) -> Vec<Option<Control>> {
         .collect()
 }
 
-/// Frequency in Hz of a MIDI pitch.
-pub fn midi_hz(pitch: f32) -> f32 {
-    440.0 * ((pitch - 69.0) / 12.0).exp2()
-}
+pub use wren::timbre::pitch_hz as midi_hz;
 
 /// A rendered and analysed take.
 pub struct Recording {

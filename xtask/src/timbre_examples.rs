@@ -1,0 +1,179 @@
+//! `cargo xtask timbre-examples`: for every shipped neural instrument, a
+//! held-out legato phrase as the soundfont plays it and as Wren plays it
+//! from the same MIDI (teacher and int8 student, through the plugin's
+//! kernel and synthesizer): WAV files and one PNG of the three spectrograms
+//! stacked, real at the top.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use realfft::RealFftPlanner;
+use wren::melody::dataset::{read_dataset, Split};
+use wren_pipeline::timbre::analysis::{Analyzer, SAMPLE_RATE};
+use wren_pipeline::timbre::data::{self, TakeKind};
+use wren_pipeline::timbre::pipeline::play;
+use wren_pipeline::timbre::quality::{log_spectral_distance, mrstft_distance};
+
+/// Options of `cargo xtask timbre-examples`.
+#[derive(clap::Args)]
+pub struct TimbreExamplesArgs {
+    /// Where the WAV and PNG files go.
+    #[arg(long, default_value = "docs/timbre")]
+    pub out: PathBuf,
+    /// Longest example in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub seconds: f32,
+    /// The soundfont.
+    #[arg(long, default_value = data::SOUNDFONT)]
+    pub soundfont: PathBuf,
+}
+
+/// The variants shown, by manifest suffix, after the real recording.
+const VARIANTS: [&str; 2] = ["teacher", "student-int8"];
+/// STFT of the pictures: window and hop in samples.
+const WINDOW: usize = 2048;
+const HOP: usize = 256;
+/// Rows per panel, log-spaced from `LOW_HZ` to `HIGH_HZ`.
+const ROWS: usize = 200;
+const LOW_HZ: f32 = 100.0;
+const HIGH_HZ: f32 = 12_000.0;
+/// Colour range in dB below the loudest bin of the real recording.
+const RANGE_DB: f32 = 80.0;
+/// Pixels between panels.
+const GAP: usize = 4;
+
+pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
+    let font = data::load_soundfont(&args.soundfont)?;
+    let tunes = read_dataset(Path::new("models/data/melodies.tsv.gz"))?;
+    std::fs::create_dir_all(&args.out)?;
+    let mut analyzer = Analyzer::new();
+    for name in wren::timbre::INSTRUMENTS {
+        let nets: Vec<_> = VARIANTS
+            .iter()
+            .filter_map(|variant| {
+                let model = format!("timbre-{name}-{variant}");
+                let (_, bytes) = wren::engine::models::EMBEDDED_MODELS
+                    .iter()
+                    .find(|(n, _)| *n == model)?;
+                Some(wren::engine::models::load_model(&model, bytes).map(|m| (*variant, m.net)))
+            })
+            .collect::<Result<_, _>>()?;
+        if nets.len() < VARIANTS.len() {
+            println!("{name}: not shipped, skipped");
+            continue;
+        }
+        let instrument = data::instrument(name).context("the pipeline knows every instrument")?;
+        let take = data::plan(&instrument, &tunes, 40)
+            .into_iter()
+            .find(|t| t.split == Split::Test && t.kind == TakeKind::Phrase)
+            .context("a held-out phrase")?;
+        let recording = data::record(&font, &instrument, take, &mut analyzer)?;
+        let keep = (args.seconds * SAMPLE_RATE) as usize;
+        let mut tracks = vec![("real", recording.audio.clone())];
+        for (variant, net) in &nets {
+            tracks.push((variant, play(net, &recording)));
+        }
+        for (_, audio) in &mut tracks {
+            audio.truncate(keep.min(recording.audio.len()));
+        }
+        for (label, audio) in &tracks {
+            let path = args.out.join(format!("{name}-{label}.wav"));
+            crate::render::write_wav(&path, audio, SAMPLE_RATE as u32)?;
+            if *label != "real" {
+                println!(
+                    "{name} {label:<13} MR-STFT {:.3}, LSD {:.1} dB against the real phrase",
+                    mrstft_distance(&tracks[0].1, audio),
+                    log_spectral_distance(&tracks[0].1, audio)
+                );
+            }
+        }
+        let picture = args.out.join(format!("{name}.png"));
+        let panels: Vec<&[f32]> = tracks.iter().map(|(_, a)| a.as_slice()).collect();
+        write_spectrograms(&picture, &panels)?;
+        println!(
+            "{name}: wrote {} and {} WAV files",
+            picture.display(),
+            tracks.len()
+        );
+    }
+    Ok(())
+}
+
+/// Magnitudes in dB, `[frame][row]`, on log-spaced rows.
+fn spectrogram(audio: &[f32]) -> Vec<[f32; ROWS]> {
+    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(WINDOW);
+    let window: Vec<f32> = (0..WINDOW)
+        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / WINDOW as f32).cos())
+        .collect();
+    let bin_hz = SAMPLE_RATE / WINDOW as f32;
+    let rows: Vec<(usize, usize)> = (0..ROWS)
+        .map(|r| {
+            let hz = |r: f32| LOW_HZ * (HIGH_HZ / LOW_HZ).powf(r / ROWS as f32);
+            let lo = (hz(r as f32) / bin_hz) as usize;
+            let hi = ((hz(r as f32 + 1.0) / bin_hz) as usize).max(lo + 1);
+            (lo, hi)
+        })
+        .collect();
+    let mut input = vec![0.0; WINDOW];
+    let mut output = fft.make_output_vec();
+    (0..audio.len().saturating_sub(WINDOW) / HOP)
+        .map(|f| {
+            for (i, x) in input.iter_mut().enumerate() {
+                *x = audio[f * HOP + i] * window[i];
+            }
+            fft.process(&mut input, &mut output)
+                .expect("buffers sized by the planner");
+            std::array::from_fn(|r| {
+                let (lo, hi) = rows[r];
+                let peak = output[lo..hi.min(output.len())]
+                    .iter()
+                    .map(|c| c.norm())
+                    .fold(0.0f32, f32::max);
+                20.0 * (peak + 1e-9).log10()
+            })
+        })
+        .collect()
+}
+
+/// A dark-to-bright colour map: black, purple, orange, pale yellow.
+fn colour(level: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 4] = [
+        [0.0, 0.0, 0.02],
+        [0.45, 0.1, 0.5],
+        [0.95, 0.45, 0.2],
+        [0.99, 0.98, 0.75],
+    ];
+    let x = level.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+    let i = (x as usize).min(STOPS.len() - 2);
+    let t = x - i as f32;
+    std::array::from_fn(|c| ((STOPS[i][c] + (STOPS[i + 1][c] - STOPS[i][c]) * t) * 255.0) as u8)
+}
+
+/// Writes the spectrograms of `panels` stacked top to bottom, on one colour
+/// scale set by the first.
+fn write_spectrograms(path: &Path, panels: &[&[f32]]) -> Result<()> {
+    let grams: Vec<_> = panels.iter().map(|a| spectrogram(a)).collect();
+    let top = grams[0]
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let width = grams.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let height = grams.len() * ROWS + (grams.len() - 1) * GAP;
+    let mut pixels = vec![255u8; width * height * 3];
+    for (p, gram) in grams.iter().enumerate() {
+        for (x, column) in gram.iter().enumerate() {
+            for (r, db) in column.iter().enumerate() {
+                let y = p * (ROWS + GAP) + (ROWS - 1 - r);
+                let rgb = colour((db - top + RANGE_DB) / RANGE_DB);
+                pixels[(y * width + x) * 3..][..3].copy_from_slice(&rgb);
+            }
+        }
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&pixels)?;
+    Ok(())
+}
