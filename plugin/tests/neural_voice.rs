@@ -5,7 +5,7 @@
 
 use wren::engine::harmonic::{hann_spectrum, FrameParams, HarmonicSynth, HARMONICS, NOISE_BANDS};
 use wren::engine::inference::TimbreKernels;
-use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
+use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport, OUTPUT_LIMIT};
 use wren::melody::tokens::{INPUT_SIZE as MELODY_INPUT, VOCAB};
 use wren::model::kernel::GruKernel;
 use wren::model::{GruLayer, GruNet, Matrix};
@@ -261,24 +261,33 @@ fn eight_voice_chords_steal_voices_without_clicks() {
     events.extend(second.iter().map(|n| on(rate / 2, *n, 90)));
     events.extend(second.iter().map(|n| off(rate, *n)));
     events.extend(first.iter().map(|n| off(rate, *n)));
-    for (name, mut engine, timbre) in engines(48_000.0, 128) {
-        let audio = play(
-            &mut engine,
-            &settings(timbre),
-            &events,
-            rate * 3 / 2,
-            true,
-            || 128,
-        );
+    // The same second chord on free voices: the instrument's own attack.
+    let fresh: Vec<_> = second
+        .iter()
+        .map(|n| on(rate / 2, *n, 90))
+        .chain(second.iter().map(|n| off(rate, *n)))
+        .collect();
+    for ((name, mut engine, timbre), (_, mut alone, _)) in engines(48_000.0, 128)
+        .into_iter()
+        .zip(engines(48_000.0, 128))
+    {
+        let total = rate * 3 / 2;
+        let audio = play(&mut engine, &settings(timbre), &events, total, true, || 128);
+        let attack = play(&mut alone, &settings(timbre), &fresh, total, true, || 128);
         let latency = engine.latency();
         let at = |seconds: f64| (seconds * rate as f64) as usize + latency;
+        // A click is a jump between samples: the largest step at the steal
+        // may exceed neither the steady chords' nor the plain attack's by
+        // much. (Brass attacks are steep: the attack sets the scale there.)
         let steady =
             largest_step(&audio[at(0.3)..at(0.5)]).max(largest_step(&audio[at(0.7)..at(1.0)]));
+        let own_attack = largest_step(&attack[at(0.49)..at(0.56)]);
         let steal = largest_step(&audio[at(0.49)..at(0.56)]);
         assert!(steady > 1e-4, "{name}: the chords should sound");
         assert!(
-            steal <= 1.5 * steady,
-            "{name}: a step of {steal} at the steal, {steady} while steady"
+            steal <= 1.5 * steady.max(own_attack),
+            "{name}: a step of {steal} at the steal, {steady} while steady, \
+             {own_attack} in the chord's own attack"
         );
         assert!(audio.iter().all(|s| s.is_finite()));
     }
@@ -322,19 +331,15 @@ fn extreme_inputs_give_finite_sound() {
             x[i % INPUT_SIZE] = *value;
             kernel.step(&x, &mut state, &mut y);
             let frame: FrameParams = decode(440.0 * (1 + i % 40) as f32, &y);
+            // Decoding caps every level at e (about +9 dB).
+            let cap = std::f32::consts::E * 1.0001;
             assert!(
-                frame
-                    .harmonics
-                    .iter()
-                    .chain(&frame.noise)
-                    .all(|v| v.is_finite()),
+                frame.harmonics.iter().sum::<f32>() <= cap
+                    && frame.noise.iter().all(|v| (0.0..=cap).contains(v)),
                 "{name}: frame {i}"
             );
             synth.render(&mut out, &mut || frame);
-            assert!(
-                out.iter().all(|s| s.is_finite() && s.abs() < 100.0),
-                "{name}: frame {i}"
-            );
+            assert!(out.iter().all(|s| s.is_finite()), "{name}: frame {i}");
         }
     }
     // Notes at the ends of the MIDI range, held long, in the engine.
@@ -349,7 +354,9 @@ fn extreme_inputs_give_finite_sound() {
             || 512,
         );
         assert!(
-            audio.iter().all(|s| s.is_finite() && s.abs() < 100.0),
+            audio
+                .iter()
+                .all(|s| s.is_finite() && s.abs() <= OUTPUT_LIMIT),
             "{name}"
         );
     }

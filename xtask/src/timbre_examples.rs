@@ -1,17 +1,17 @@
 //! `cargo xtask timbre-examples`: for every shipped neural instrument, a
-//! held-out legato phrase as the soundfont plays it and as Wren plays it
-//! from the same MIDI (teacher and int8 student, through the plugin's
-//! kernel and synthesizer): WAV files and one PNG of the three spectrograms
-//! stacked, real at the top.
+//! held-out legato phrase as the soundfont plays it and as Wren's engine
+//! plays the same MIDI (presets studio and live: the teacher and the int8
+//! student, with the plugin's voices, frames and synthesizer): WAV files and
+//! one PNG of the three spectrograms stacked, real at the top.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use realfft::RealFftPlanner;
+use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
 use wren::melody::dataset::{read_dataset, Split};
 use wren_pipeline::timbre::analysis::{Analyzer, SAMPLE_RATE};
-use wren_pipeline::timbre::data::{self, TakeKind};
-use wren_pipeline::timbre::pipeline::play;
+use wren_pipeline::timbre::data::{self, Take, TakeKind};
 use wren_pipeline::timbre::quality::{log_spectral_distance, mrstft_distance};
 
 /// Options of `cargo xtask timbre-examples`.
@@ -28,8 +28,8 @@ pub struct TimbreExamplesArgs {
     pub soundfont: PathBuf,
 }
 
-/// The variants shown, by manifest suffix, after the real recording.
-const VARIANTS: [&str; 2] = ["teacher", "student-int8"];
+/// The presets shown after the real recording.
+const PRESETS: [&str; 2] = ["studio", "live"];
 /// STFT of the pictures: window and hop in samples.
 const WINDOW: usize = 2048;
 const HOP: usize = 256;
@@ -47,18 +47,9 @@ pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
     let tunes = read_dataset(Path::new("models/data/melodies.tsv.gz"))?;
     std::fs::create_dir_all(&args.out)?;
     let mut analyzer = Analyzer::new();
-    for name in wren::timbre::INSTRUMENTS {
-        let nets: Vec<_> = VARIANTS
-            .iter()
-            .filter_map(|variant| {
-                let model = format!("timbre-{name}-{variant}");
-                let (_, bytes) = wren::engine::models::EMBEDDED_MODELS
-                    .iter()
-                    .find(|(n, _)| *n == model)?;
-                Some(wren::engine::models::load_model(&model, bytes).map(|m| (*variant, m.net)))
-            })
-            .collect::<Result<_, _>>()?;
-        if nets.len() < VARIANTS.len() {
+    let mut engine = wren::start_engine(SAMPLE_RATE as f64, 0).map_err(anyhow::Error::msg)?;
+    for (index, name) in wren::timbre::INSTRUMENTS.into_iter().enumerate() {
+        if !engine.has_timbre(index) {
             println!("{name}: not shipped, skipped");
             continue;
         }
@@ -69,9 +60,23 @@ pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
             .context("a held-out phrase")?;
         let recording = data::record(&font, &instrument, take, &mut analyzer)?;
         let keep = (args.seconds * SAMPLE_RATE) as usize;
-        let mut tracks = vec![("real", recording.audio.clone())];
-        for (variant, net) in &nets {
-            tracks.push((variant, play(net, &recording)));
+        let mut tracks = vec![("real".to_string(), recording.audio.clone())];
+        for preset in PRESETS {
+            let (variant, preset) = wren::presets::find(preset)?;
+            let settings = Settings {
+                variant,
+                timbre: Timbre::Neural(index),
+                mode: Mode::Thru,
+                gain: 1.0,
+                ..Settings::default()
+            };
+            let audio = play(
+                &mut engine,
+                &settings,
+                &recording.take,
+                recording.audio.len(),
+            );
+            tracks.push((preset.timbre, audio));
         }
         for (_, audio) in &mut tracks {
             audio.truncate(keep.min(recording.audio.len()));
@@ -79,7 +84,7 @@ pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
         for (label, audio) in &tracks {
             let path = args.out.join(format!("{name}-{label}.wav"));
             crate::render::write_wav(&path, audio, SAMPLE_RATE as u32)?;
-            if *label != "real" {
+            if label != "real" {
                 println!(
                     "{name} {label:<13} MR-STFT {:.3}, LSD {:.1} dB against the real phrase",
                     mrstft_distance(&tracks[0].1, audio),
@@ -97,6 +102,68 @@ pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Plays a take's notes through the engine, offline, for `samples`.
+fn play(engine: &mut Engine, settings: &Settings, take: &Take, samples: usize) -> Vec<f32> {
+    let at = |seconds: f32| (seconds * SAMPLE_RATE) as usize;
+    let mut events: Vec<(usize, NoteEvent)> = take
+        .notes
+        .iter()
+        .flat_map(|n| {
+            let (note, velocity) = (n.pitch, n.velocity);
+            [
+                (
+                    at(n.start),
+                    NoteEvent::On {
+                        offset: 0,
+                        note,
+                        velocity,
+                    },
+                ),
+                (at(n.start + n.length), NoteEvent::Off { offset: 0, note }),
+            ]
+        })
+        .collect();
+    events.sort_by_key(|(time, _)| *time);
+    let block = 512;
+    let (mut left, mut right) = (vec![0.0; block], vec![0.0; block]);
+    let mut audio = Vec::with_capacity(samples + block);
+    let mut input = Vec::new();
+    // Let a previous phrase's release end first.
+    for _ in 0..SAMPLE_RATE as usize / block {
+        engine.process(
+            &Transport::default(),
+            settings,
+            &[],
+            true,
+            &mut left,
+            &mut right,
+            &mut |_| {},
+        );
+    }
+    while audio.len() < samples {
+        let start = audio.len();
+        input.clear();
+        input.extend(
+            events
+                .iter()
+                .filter(|(time, _)| (start..start + block).contains(time))
+                .map(|(time, e)| e.at((time - start) as u32)),
+        );
+        engine.process(
+            &Transport::default(),
+            settings,
+            &input,
+            true,
+            &mut left,
+            &mut right,
+            &mut |_| {},
+        );
+        audio.extend_from_slice(&left);
+    }
+    audio.truncate(samples);
+    audio
 }
 
 /// Magnitudes in dB, `[frame][row]`, on log-spaced rows.

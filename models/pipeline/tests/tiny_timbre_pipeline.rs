@@ -25,9 +25,11 @@ fn tiny_timbre_pipeline_produces_models_and_measures_them() {
     for entry in &manifest.models {
         assert_eq!(entry.role, "timbre");
         let bytes = std::fs::read(out.join(&entry.file)).unwrap();
-        let decoded = wren::model::onnx::import(&bytes).unwrap();
-        assert_eq!(decoded.net.shape().input, wren::timbre::INPUT_SIZE);
-        assert_eq!(decoded.net.shape().output, wren::timbre::OUTPUT_SIZE);
+        // The plugin's loader takes it: contract, and kernel against tract.
+        let loaded = wren::engine::models::load_model(&entry.name, &bytes).unwrap();
+        assert_eq!(loaded.net.shape().input, wren::timbre::INPUT_SIZE);
+        assert_eq!(loaded.net.shape().output, wren::timbre::OUTPUT_SIZE);
+        assert!(entry.metrics["test_takes_scored"] >= 1.0, "{}", entry.name);
         for metric in ["test_mrstft", "test_lsd_db"] {
             assert!(
                 entry.metrics[metric].is_finite(),

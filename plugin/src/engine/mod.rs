@@ -157,6 +157,9 @@ pub struct EngineStats {
 const SLOTS: usize = 256;
 const LOOKAHEAD_STEPS: i64 = 4;
 const OFFLINE_WAIT: Duration = Duration::from_secs(2);
+/// The loudest sample Wren sends (+12 dBFS): a last guard, so that no
+/// model, however broken, can send the host a blast or a NaN.
+pub const OUTPUT_LIMIT: f32 = 4.0;
 /// Note events waiting for the latency to pass before they go out.
 const MIDI_OUT_CAPACITY: usize = 1024;
 
@@ -353,6 +356,13 @@ impl Engine {
             self.play_event(left, &mut cursor, event, settings, (offline, neural));
         }
         self.render_until(left, &mut cursor, frames, settings, offline);
+        for sample in left.iter_mut() {
+            *sample = if sample.is_finite() {
+                sample.clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
+            } else {
+                0.0
+            };
+        }
         right[..frames].copy_from_slice(&left[..frames]);
         self.send_due(frames, midi_out);
         self.clock += frames as u64;
