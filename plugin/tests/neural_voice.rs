@@ -361,3 +361,64 @@ fn extreme_inputs_give_finite_sound() {
         );
     }
 }
+
+#[test]
+fn more_notes_at_once_than_voices_all_play_the_last_eight() {
+    // Sixteen note-ons in the same sample: the last eight take the voices.
+    let notes: Vec<u8> = (0..16).map(|i| 60 + 2 * i).collect();
+    let events: Vec<_> = notes.iter().map(|n| on(1000, *n, 100)).collect();
+    for (name, mut engine, timbre) in engines(48_000.0, 512) {
+        let audio = play(
+            &mut engine,
+            &settings(timbre),
+            &events,
+            48_000,
+            true,
+            || 512,
+        );
+        let steady = &audio[12_000..12_000 + 16_384];
+        let (magnitude, bin_hz) = spectrum(steady, 48_000.0);
+        let level = |pitch: u8| {
+            let bin = (440.0 * 2f64.powf((pitch as f64 - 69.0) / 12.0) / bin_hz).round() as usize;
+            magnitude[bin - 2..=bin + 2]
+                .iter()
+                .fold(0.0f32, |m, v| m.max(*v))
+        };
+        let loudest = notes[8..].iter().map(|n| level(*n)).fold(0.0, f32::max);
+        assert!(loudest > 0.0, "{name}: silent");
+        for note in &notes[8..] {
+            assert!(
+                level(*note) > loudest * 0.01,
+                "{name}: note {note} is missing ({} against {loudest})",
+                level(*note)
+            );
+        }
+        assert_eq!(engine.stats().late_frames, 0, "{name}");
+    }
+}
+
+#[test]
+fn noise_sounds_at_the_same_frequencies_at_every_sample_rate() {
+    let edges = wren::engine::harmonic::noise_band_edges();
+    let band = 26;
+    let mut shares = Vec::new();
+    for sample_rate in [48_000.0f32, 96_000.0] {
+        let mut frame = FrameParams::silent(440.0);
+        frame.noise[band] = 0.01;
+        let mut synth = HarmonicSynth::new(sample_rate);
+        let mut out = vec![0.0; 65_536];
+        synth.render(&mut out, &mut || frame);
+        let (magnitude, bin_hz) = spectrum(&out, sample_rate as f64);
+        let power = |keep: &dyn Fn(f64) -> bool| -> f32 {
+            (0..magnitude.len())
+                .filter(|b| keep(*b as f64 * bin_hz))
+                .map(|b| magnitude[b].powi(2))
+                .sum()
+        };
+        let (lo, hi) = (edges[band - 1] as f64, edges[band + 2] as f64);
+        shares.push(power(&|hz| (lo..hi).contains(&hz)) / power(&|_| true));
+    }
+    for share in shares {
+        assert!(share > 0.9, "{share} of the noise near its band");
+    }
+}

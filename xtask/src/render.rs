@@ -273,8 +273,17 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         .and_then(|(n, d)| Some((n.parse::<u32>().ok()?, d.parse::<u32>().ok()?)))
         .filter(|(n, d)| (1..=32).contains(n) && [1, 2, 4, 8, 16].contains(d))
         .context("meter must look like 4/4 or 6/8")?;
-    if !(20.0..=400.0).contains(&args.tempo) || args.bars == 0 || args.bars > 1000 {
-        bail!("tempo must be 20 to 400 BPM and bars 1 to 1000");
+    if !(20.0..=400.0).contains(&args.tempo) {
+        bail!("tempo must be 20 to 400 BPM");
+    }
+    if args.bars == 0 || args.bars > 1000 {
+        bail!("bars must be 1 to 1000");
+    }
+    if !(8_000..=384_000).contains(&args.sample_rate) {
+        bail!("the sample rate must be 8000 to 384000 Hz");
+    }
+    if !(args.temperature > 0.0 && args.temperature <= 10.0) {
+        bail!("the temperature must be above 0 and at most 10");
     }
     let key = parse_key(&args.key)?;
     let scale = parse_scale(&args.scale)?;

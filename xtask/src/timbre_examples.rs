@@ -43,6 +43,9 @@ const RANGE_DB: f32 = 80.0;
 const GAP: usize = 4;
 
 pub fn run(args: &TimbreExamplesArgs) -> Result<()> {
+    if !(args.seconds >= 0.5 && args.seconds <= 60.0) {
+        anyhow::bail!("--seconds must be 0.5 to 60");
+    }
     let font = data::load_soundfont(&args.soundfont)?;
     let tunes = read_dataset(Path::new("models/data/melodies.tsv.gz"))?;
     std::fs::create_dir_all(&args.out)?;

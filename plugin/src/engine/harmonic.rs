@@ -30,18 +30,21 @@ pub const NOISE_BANDS: usize = 32;
 pub const FRAME_SECONDS: f64 = 128.0 / 48_000.0;
 /// Length of the analysis window that defines the units of the noise bands.
 pub const ANALYSIS_WINDOW_SECONDS: f64 = 2048.0 / 48_000.0;
-/// Lowest noise band edge in Hz; the highest is Nyquist.
+/// Lowest noise band edge in Hz.
 pub const NOISE_LOW_HZ: f32 = 40.0;
+/// Highest noise band edge in Hz: Nyquist of the 48 kHz analysis, so that
+/// a band sounds at the same frequencies at every sample rate.
+pub const NOISE_HIGH_HZ: f32 = 24_000.0;
 /// Harmonics start to fade at this share of Nyquist...
 const FADE_FROM: f32 = 0.90;
 /// ...and are silent from this one.
 const FADE_TO: f32 = 0.95;
 
-/// The `NOISE_BANDS + 1` band edges in Hz for a sample rate, evenly spaced
-/// in log frequency from [`NOISE_LOW_HZ`] to Nyquist.
-pub fn noise_band_edges(sample_rate: f32) -> [f32; NOISE_BANDS + 1] {
-    let nyquist = sample_rate / 2.0;
-    let ratio = (nyquist / NOISE_LOW_HZ).max(1.0).ln();
+/// The `NOISE_BANDS + 1` band edges in Hz, evenly spaced in log frequency
+/// from [`NOISE_LOW_HZ`] to [`NOISE_HIGH_HZ`], the same at every sample rate
+/// (above a lower rate's Nyquist a band is cut short).
+pub fn noise_band_edges() -> [f32; NOISE_BANDS + 1] {
+    let ratio = (NOISE_HIGH_HZ / NOISE_LOW_HZ).ln();
     std::array::from_fn(|i| NOISE_LOW_HZ * (ratio * i as f32 / NOISE_BANDS as f32).exp())
 }
 
@@ -261,7 +264,7 @@ impl NoiseShaper {
         let window: Vec<f32> = (0..size)
             .map(|i| (std::f32::consts::PI * i as f32 / size as f32).sin())
             .collect();
-        let edges = noise_band_edges(sample_rate);
+        let edges = noise_band_edges();
         let bin_hz = sample_rate / size as f32;
         let bin_band = (0..=size / 2)
             .map(|b| {
@@ -269,7 +272,8 @@ impl NoiseShaper {
                 edges
                     .windows(2)
                     .position(|e| hz >= e[0] && hz < e[1])
-                    .or((hz >= edges[NOISE_BANDS]).then_some(NOISE_BANDS - 1))
+                    // The analysis' Nyquist bin belongs to its top band.
+                    .or((hz == edges[NOISE_BANDS]).then_some(NOISE_BANDS - 1))
             })
             .collect();
         // The analysis reads a magnitude m per bin where a noise whose
@@ -501,7 +505,7 @@ mod tests {
     #[test]
     fn noise_lands_in_its_band_at_its_level() {
         let sample_rate = 48_000.0;
-        let edges = noise_band_edges(sample_rate);
+        let edges = noise_band_edges();
         let band = 24;
         let mut frame = FrameParams::silent(440.0);
         frame.noise[band] = 0.01;

@@ -178,10 +178,10 @@ impl NeuralVoices {
         self.control.iter().filter(|v| v.active).count()
     }
 
-    /// Starts a note now: a free voice if there is one, else the same note
-    /// of the same source, else the oldest released voice, else the oldest
-    /// sounding one, else one whose final frame still plays (it starts when
-    /// that frame ends, less than a frame from now).
+    /// Starts a note now: the voice holding the same note of the same
+    /// source (a retrigger), else a free voice, else the oldest released
+    /// voice, else the oldest sounding one, else one whose final frame still
+    /// plays (it starts when that frame ends, less than a frame from now).
     pub fn note_on(&mut self, note: u8, velocity: f32, source: Source) {
         self.counter += 1;
         let now = self.now;
@@ -191,14 +191,16 @@ impl NeuralVoices {
                 .filter(|&i| keep(&voices[i]))
                 .min_by_key(|&i| voices[i].age)
         };
-        let index = oldest(&|v| !v.active && v.free_at <= now)
-            .or_else(|| oldest(&|v| v.active && v.gate && v.note == note && v.source == source))
+        let index = oldest(&|v| v.active && v.gate && v.note == note && v.source == source)
+            .or_else(|| oldest(&|v| !v.active && v.free_at <= now))
             .or_else(|| oldest(&|v| v.active && !v.gate))
             .or_else(|| oldest(&|v| v.active))
             .or_else(|| oldest(&|_| true))
             .unwrap_or(0);
         let voice = &mut self.control[index];
-        let fresh = !voice.active;
+        // A voice taken again before its first frame went out still starts
+        // from silence.
+        let fresh = !voice.active || voice.fresh;
         *voice = ControlVoice {
             active: true,
             note,
@@ -207,10 +209,10 @@ impl NeuralVoices {
             velocity: velocity.clamp(0.0, 1.0),
             on_at: now,
             off_at: now,
-            next_frame: if fresh {
-                now.max(voice.free_at)
-            } else {
+            next_frame: if voice.active {
                 voice.next_frame
+            } else {
+                now.max(voice.free_at)
             },
             fresh,
             age: self.counter,

@@ -64,7 +64,7 @@ impl Analyzer {
             .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / WINDOW as f32).cos())
             .collect();
         let bin_hz = SAMPLE_RATE / FFT_SIZE as f32;
-        let edges = noise_band_edges(SAMPLE_RATE);
+        let edges = noise_band_edges();
         let band_bins = edges
             .windows(2)
             .map(|e| {
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn band_edges_rise_to_nyquist() {
-        let edges = noise_band_edges(SAMPLE_RATE);
+        let edges = noise_band_edges();
         assert_eq!(edges[0], NOISE_LOW_HZ);
         assert!((edges[NOISE_BANDS] - 24_000.0).abs() < 1.0);
         assert!(edges.windows(2).all(|e| e[1] > e[0]));
