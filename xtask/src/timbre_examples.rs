@@ -7,12 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use realfft::RealFftPlanner;
 use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
 use wren::melody::dataset::{read_dataset, Split};
 use wren_pipeline::timbre::analysis::{Analyzer, SAMPLE_RATE};
 use wren_pipeline::timbre::data::{self, Take, TakeKind};
-use wren_pipeline::timbre::quality::{log_spectral_distance, mrstft_distance};
+use wren_pipeline::timbre::quality::{log_spectral_distance, mrstft_distance, stft};
 
 /// Options of `cargo xtask timbre-examples`.
 #[derive(clap::Args)]
@@ -171,10 +170,6 @@ fn play(engine: &mut Engine, settings: &Settings, take: &Take, samples: usize) -
 
 /// Magnitudes in dB, `[frame][row]`, on log-spaced rows.
 fn spectrogram(audio: &[f32]) -> Vec<[f32; ROWS]> {
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(WINDOW);
-    let window: Vec<f32> = (0..WINDOW)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / WINDOW as f32).cos())
-        .collect();
     let bin_hz = SAMPLE_RATE / WINDOW as f32;
     let rows: Vec<(usize, usize)> = (0..ROWS)
         .map(|r| {
@@ -184,21 +179,14 @@ fn spectrogram(audio: &[f32]) -> Vec<[f32; ROWS]> {
             (lo, hi)
         })
         .collect();
-    let mut input = vec![0.0; WINDOW];
-    let mut output = fft.make_output_vec();
-    (0..audio.len().saturating_sub(WINDOW) / HOP)
-        .map(|f| {
-            for (i, x) in input.iter_mut().enumerate() {
-                *x = audio[f * HOP + i] * window[i];
-            }
-            fft.process(&mut input, &mut output)
-                .expect("buffers sized by the planner");
+    stft(audio, WINDOW, HOP)
+        .iter()
+        .map(|frame| {
             std::array::from_fn(|r| {
                 let (lo, hi) = rows[r];
-                let peak = output[lo..hi.min(output.len())]
+                let peak = frame[lo..hi.min(frame.len())]
                     .iter()
-                    .map(|c| c.norm())
-                    .fold(0.0f32, f32::max);
+                    .fold(0.0f32, |m, v| m.max(*v));
                 20.0 * (peak + 1e-9).log10()
             })
         })

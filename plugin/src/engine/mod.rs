@@ -349,13 +349,13 @@ impl Engine {
             while let Some(event) = events.next_if(|e| (e.offset() as usize) <= offset) {
                 self.play_event(left, &mut cursor, event, settings, (offline, neural));
             }
-            self.render_until(left, &mut cursor, offset, settings, offline);
+            self.render_until(left, &mut cursor, offset, settings, (offline, neural));
             self.play_step(step, &clock, settings, offline, offset as u32, neural);
         }
         for event in events {
             self.play_event(left, &mut cursor, event, settings, (offline, neural));
         }
-        self.render_until(left, &mut cursor, frames, settings, offline);
+        self.render_until(left, &mut cursor, frames, settings, (offline, neural));
         for sample in left.iter_mut() {
             *sample = if sample.is_finite() {
                 sample.clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
@@ -405,7 +405,7 @@ impl Engine {
         cursor: &mut usize,
         until: usize,
         settings: &Settings,
-        offline: bool,
+        (offline, neural): (bool, Option<u16>),
     ) {
         let until = until.clamp(*cursor, out.len());
         let out = &mut out[*cursor..until];
@@ -426,10 +426,9 @@ impl Engine {
                 }
             }
         }
-        let neural = self.neural(settings).unwrap_or(0);
         let mut source = FrameSource {
             inference: &mut self.inference,
-            instrument: neural,
+            instrument: neural.unwrap_or(0),
             variant: settings.variant as u16,
             offline,
         };
@@ -458,7 +457,7 @@ impl Engine {
         (offline, neural): (bool, Option<u16>),
     ) {
         let at = event.offset() as usize;
-        self.render_until(out, cursor, at, settings, offline);
+        self.render_until(out, cursor, at, settings, (offline, neural));
         self.user_event(event, neural);
     }
 

@@ -16,13 +16,14 @@ pub const RESOLUTIONS: [usize; 5] = [2048, 1024, 512, 256, 128];
 const FLOOR: f32 = 1e-5;
 
 /// Magnitude frames of a Hann-windowed STFT with 75% overlap.
-fn stft(audio: &[f32], size: usize) -> Vec<Vec<f32>> {
+/// Magnitude frames of `audio` under a Hann window of `size`, every `hop`
+/// samples (past the end counts as silence).
+pub fn stft(audio: &[f32], size: usize, hop: usize) -> Vec<Vec<f32>> {
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(size);
     let window: Vec<f32> = (0..size)
         .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / size as f32).cos())
         .collect();
     let (mut input, mut output) = (fft.make_input_vec(), fft.make_output_vec());
-    let hop = size / 4;
     let mut frames = Vec::new();
     let mut start = 0;
     while start + size <= audio.len().max(size) {
@@ -51,7 +52,10 @@ pub fn mrstft_distance(reference: &[f32], estimate: &[f32]) -> f64 {
     let (reference, estimate) = (pad(reference), pad(estimate));
     let mut total = 0.0;
     for size in RESOLUTIONS {
-        let (a, b) = (stft(&reference, size), stft(&estimate, size));
+        let (a, b) = (
+            stft(&reference, size, size / 4),
+            stft(&estimate, size, size / 4),
+        );
         let (mut difference, mut magnitude, mut log_difference, mut bins) = (0.0, 0.0, 0.0, 0usize);
         for (fa, fb) in a.iter().zip(&b) {
             for (x, y) in fa.iter().zip(fb) {
@@ -75,7 +79,7 @@ pub fn log_spectral_distance(reference: &[f32], estimate: &[f32]) -> f64 {
     let mut b = estimate.to_vec();
     a.resize(len, 0.0);
     b.resize(len, 0.0);
-    let (fa, fb) = (stft(&a, 2048), stft(&b, 2048));
+    let (fa, fb) = (stft(&a, 2048, 2048 / 4), stft(&b, 2048, 2048 / 4));
     let energy: Vec<f32> = fa.iter().map(|f| f.iter().map(|m| m * m).sum()).collect();
     let loudest = energy.iter().copied().fold(0.0, f32::max);
     let (mut sum, mut frames) = (0.0, 0);
