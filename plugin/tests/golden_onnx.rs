@@ -10,8 +10,17 @@ use wren::model::onnx::{import, TractStep};
 /// Largest absolute logit difference allowed, f32 weights: the three
 /// implementations sum in different orders over 48 recurrent steps.
 const F32_TOLERANCE: f32 = 2e-3;
-/// The same for int8 weights: all three use the same dequantized values.
-const INT8_TOLERANCE: f32 = 2e-3;
+/// int8 models: the golden logits come from the dequantized weights with
+/// f32 inputs, while tract and the kernel also quantize each product's
+/// input to u8 (as ONNX's DynamicQuantizeLinear does). That moves outputs
+/// by a few thousandths on average; a rounding that lands on the other side
+/// of a step carries through the recurrent state, hence the larger bound on
+/// the worst value.
+const INT8_MEAN_TOLERANCE: f32 = 5e-3;
+const INT8_MAX_TOLERANCE: f32 = 5e-2;
+/// Kernel against tract on int8 models: the same integer arithmetic, so
+/// only float rounding in the gates and the scaling differs.
+const INT8_RUNTIME_TOLERANCE: f32 = 1e-3;
 
 #[derive(Deserialize)]
 struct Golden {
@@ -53,11 +62,13 @@ fn shipped_models_match_training_outputs_in_tract_and_kernel() {
         assert_eq!(&golden.model, name);
         assert!(golden.inputs.len() >= 16, "{name}: too few golden steps");
         let net = import(bytes).unwrap().net;
-        let tolerance = if name.ends_with("int8") {
-            INT8_TOLERANCE
+        let int8 = net.is_int8();
+        let tolerance = if int8 {
+            INT8_MAX_TOLERANCE
         } else {
             F32_TOLERANCE
         };
+        let (mut total, mut count) = (0f64, 0usize);
         let shape = net.shape();
         let tract = TractStep::load(bytes, shape).unwrap();
         let mut kernel = GruKernel::new(&net);
@@ -70,6 +81,14 @@ fn shipped_models_match_training_outputs_in_tract_and_kernel() {
             kernel.step(x, &mut kernel_state, &mut y);
             for (i, e) in expected.iter().enumerate() {
                 let (t, k) = (tract_y[i], y[i]);
+                total += (k - e).abs() as f64;
+                count += 1;
+                if int8 {
+                    assert!(
+                        (t - k).abs() <= INT8_RUNTIME_TOLERANCE,
+                        "{name} step {step} output {i}: kernel {k} vs tract {t}"
+                    );
+                }
                 assert!(
                     (t - e).abs() <= tolerance,
                     "{name} step {step} output {i}: tract {t} vs {e}"
@@ -80,6 +99,13 @@ fn shipped_models_match_training_outputs_in_tract_and_kernel() {
                 );
             }
         }
+        let mean = (total / count.max(1) as f64) as f32;
+        let bound = if int8 {
+            INT8_MEAN_TOLERANCE
+        } else {
+            F32_TOLERANCE
+        };
+        assert!(mean <= bound, "{name}: mean difference {mean} over {bound}");
     }
 }
 

@@ -2,9 +2,11 @@
 //! measured, compressed step models.
 
 pub mod batches;
+pub mod compress;
 pub mod export;
 pub mod melody;
 pub mod net;
 pub mod progress;
+pub mod requantize;
 pub mod timbre;
 pub mod train;

@@ -13,6 +13,7 @@ use wren::model::manifest::DataRecord;
 use wren::model::GruNet;
 
 use crate::batches::{full_batch, transposed_copies, TRANSPOSITIONS};
+use crate::compress::kernel_nll;
 use crate::export::{
     cached, data_record, read_manifest, write_golden, write_manifest, write_model, Golden, Shipping,
 };
@@ -84,18 +85,25 @@ impl PipelineConfig {
     }
 }
 
-struct Data {
-    train: Vec<Melody>,
-    valid: Vec<Melody>,
-    test: Vec<Melody>,
-    record: DataRecord,
+/// The melody dataset by split, with its provenance.
+pub struct Data {
+    /// Training tunes.
+    pub train: Vec<Melody>,
+    /// Validation tunes.
+    pub valid: Vec<Melody>,
+    /// Held-out test tunes.
+    pub test: Vec<Melody>,
+    /// Path, checksum and counts, for the manifest.
+    pub record: DataRecord,
 }
 
-fn refs(set: &[Melody]) -> Vec<&Melody> {
+/// References to every melody of a split.
+pub fn refs(set: &[Melody]) -> Vec<&Melody> {
     set.iter().collect()
 }
 
-fn load_data(config: &PipelineConfig) -> Result<Data> {
+/// Reads the dataset of `config` and splits it.
+pub fn load_data(config: &PipelineConfig) -> Result<Data> {
     let tunes = read_dataset(&config.dataset)?;
     let tunes: Vec<Tune> = tunes.into_iter().step_by(config.subsample.max(1)).collect();
     let pick = |split: Split| -> Vec<Melody> {
@@ -217,7 +225,7 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
                 &student_config,
                 &[
                     &distilled[..],
-                    &[("int8", "per-channel, MSE-calibrated".into())],
+                    &[("int8", crate::requantize::INT8_METHOD.into())],
                 ]
                 .concat(),
             ),
@@ -227,13 +235,18 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
     let mut student_nll = None;
     for (name, net, teacher_name, training, valid_nll) in variants {
         let candle_net = StepNet::from_gru_net(net, &device)?;
-        let (test_nll, test_acc) = evaluate(&candle_net, &test_set, &device)?;
+        // int8 products quantize their inputs too: only the kernel sees that.
+        let (test_nll, test_acc) = if net.is_int8() {
+            kernel_nll(net, &test_set)
+        } else {
+            evaluate(&candle_net, &test_set, &device)?
+        };
         let mut metrics = BTreeMap::from([
             ("test_nll".into(), test_nll),
             ("test_accuracy".into(), test_acc),
         ]);
         let valid_nll = if valid_nll.is_nan() {
-            evaluate(&candle_net, &valid_set, &device)?.0
+            kernel_nll(net, &valid_set).0
         } else {
             valid_nll
         };

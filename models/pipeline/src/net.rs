@@ -2,7 +2,10 @@
 //!
 //! Same parameterization as `wren::model::GruNet`: input-major matrices
 //! `x W`, gates reset, update, candidate, so trained weights export as they
-//! are.
+//! are. A weight matrix may be factorized (`W = L R`), carry a pruning mask
+//! and be fake-quantized to int8 while it trains.
+
+use std::cell::{Cell, RefCell};
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
@@ -12,10 +15,120 @@ use wren::model::{GruLayer, GruNet, Matrix};
 
 use crate::batches::{Batch, Rng};
 
+/// A trainable weight matrix: one factor (dense) or two (`W = L R`).
+///
+/// Each factor may carry a mask of kept weights (pruned ones read as zero
+/// and get no gradient). With fake int8 on, each factor is rounded to the
+/// int8 grid the exporter will use (a calibrated scale per output column)
+/// in the forward pass, and the gradient passes straight through.
+pub struct Weight {
+    factors: Vec<Var>,
+    masks: RefCell<Vec<Option<Tensor>>>,
+}
+
+impl Weight {
+    fn dense(var: Var) -> Weight {
+        Weight {
+            factors: vec![var],
+            masks: RefCell::new(vec![None]),
+        }
+    }
+
+    fn from_matrix(m: &Matrix, device: &Device) -> Result<Weight> {
+        let var = |m: &Matrix| {
+            Var::from_tensor(&Tensor::from_vec(m.to_f32(), (m.rows(), m.cols()), device)?)
+        };
+        let factors = match m {
+            Matrix::LowRank { left, right } => vec![var(left)?, var(right)?],
+            _ => vec![var(m)?],
+        };
+        let masks = RefCell::new(vec![None; factors.len()]);
+        Ok(Weight { factors, masks })
+    }
+
+    /// The factors' current values with their masks applied.
+    pub fn masked_factors(&self) -> Result<Vec<Tensor>> {
+        let masks = self.masks.borrow();
+        self.factors
+            .iter()
+            .zip(masks.iter())
+            .map(|(v, m)| match m {
+                Some(m) => v.as_tensor().mul(m),
+                None => Ok(v.as_tensor().clone()),
+            })
+            .collect()
+    }
+
+    /// The matrix the forward pass multiplies with.
+    fn effective(&self, fake_int8: bool) -> Result<Tensor> {
+        let mut parts = self.masked_factors()?;
+        if fake_int8 {
+            parts = parts.iter().map(fake_int8_columns).collect::<Result<_>>()?;
+        }
+        match &parts[..] {
+            [w] => Ok(w.clone()),
+            [l, r] => l.matmul(r),
+            _ => unreachable!("a weight has one or two factors"),
+        }
+    }
+
+    /// Sets the masks of the factors (`None` keeps every weight).
+    pub fn set_masks(&self, masks: Vec<Option<Tensor>>) {
+        assert_eq!(masks.len(), self.factors.len());
+        *self.masks.borrow_mut() = masks;
+    }
+
+    /// The trainable factors.
+    pub fn factors(&self) -> &[Var] {
+        &self.factors
+    }
+
+    fn to_matrix(&self) -> Result<Matrix> {
+        let matrix = |t: &Tensor| -> Result<Matrix> {
+            let (rows, cols) = t.dims2()?;
+            Ok(Matrix::F32 {
+                rows,
+                cols,
+                values: t.flatten_all()?.to_vec1()?,
+            })
+        };
+        let parts = self.masked_factors()?;
+        match &parts[..] {
+            [w] => matrix(w),
+            [l, r] => Ok(Matrix::LowRank {
+                left: Box::new(matrix(l)?),
+                right: Box::new(matrix(r)?),
+            }),
+            _ => unreachable!("a weight has one or two factors"),
+        }
+    }
+}
+
+/// Rounds `w` to the int8 grid of [`Matrix::quantize_int8`] in the forward
+/// pass, with a straight-through gradient.
+fn fake_int8_columns(w: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+    let scales: Vec<f32> = (0..cols)
+        .map(|c| {
+            let column: Vec<f32> = (0..rows).map(|r| values[r * cols + c]).collect();
+            wren::model::calibrate_scale(&column).max(1e-12)
+        })
+        .collect();
+    let scale = Tensor::from_vec(scales, (1, cols), w.device())?;
+    let rounded = w
+        .detach()
+        .broadcast_div(&scale)?
+        .round()?
+        .clamp(-127f32, 127f32)?
+        .broadcast_mul(&scale)?;
+    w + (rounded - w.detach())?
+}
+
 /// Trainable weights of one layer.
 pub struct LayerVars {
-    w_input: Var,
-    w_hidden: Var,
+    w_input: Weight,
+    w_hidden: Weight,
     b_input: Var,
     b_hidden: Var,
 }
@@ -25,8 +138,9 @@ pub struct StepNet {
     /// Units per layer.
     pub hidden: usize,
     layers: Vec<LayerVars>,
-    w_out: Var,
+    w_out: Weight,
     b_out: Var,
+    fake_int8: Cell<bool>,
 }
 
 fn uniform(rows: usize, cols: usize, bound: f64, rng: &mut Rng, device: &Device) -> Result<Var> {
@@ -63,8 +177,8 @@ impl StepNet {
         for k in 0..layers {
             let rows = if k == 0 { input } else { hidden };
             vars.push(LayerVars {
-                w_input: uniform(rows, 3 * hidden, bound, rng, device)?,
-                w_hidden: uniform(hidden, 3 * hidden, bound, rng, device)?,
+                w_input: Weight::dense(uniform(rows, 3 * hidden, bound, rng, device)?),
+                w_hidden: Weight::dense(uniform(hidden, 3 * hidden, bound, rng, device)?),
                 b_input: uniform(1, 3 * hidden, bound, rng, device)?,
                 b_hidden: uniform(1, 3 * hidden, bound, rng, device)?,
             });
@@ -72,8 +186,9 @@ impl StepNet {
         Ok(StepNet {
             hidden,
             layers: vars,
-            w_out: uniform(hidden, output, bound, rng, device)?,
+            w_out: Weight::dense(uniform(hidden, output, bound, rng, device)?),
             b_out: uniform(1, output, bound, rng, device)?,
+            fake_int8: Cell::new(false),
         })
     }
 
@@ -89,11 +204,29 @@ impl StepNet {
     pub fn vars(&self) -> Vec<Var> {
         let mut out = Vec::new();
         for l in &self.layers {
-            out.extend([&l.w_input, &l.w_hidden, &l.b_input, &l.b_hidden].map(|v| v.clone()));
+            out.extend(l.w_input.factors.iter().cloned());
+            out.extend(l.w_hidden.factors.iter().cloned());
+            out.extend([&l.b_input, &l.b_hidden].map(|v| v.clone()));
         }
-        out.push(self.w_out.clone());
+        out.extend(self.w_out.factors.iter().cloned());
         out.push(self.b_out.clone());
         out
+    }
+
+    /// Every weight matrix, in the order of `GruNet::matrices`.
+    pub fn weights(&self) -> Vec<&Weight> {
+        let mut out: Vec<&Weight> = Vec::new();
+        for l in &self.layers {
+            out.extend([&l.w_input, &l.w_hidden]);
+        }
+        out.push(&self.w_out);
+        out
+    }
+
+    /// Turns quantization-aware training on or off: with it on, every
+    /// forward pass sees int8-rounded weights.
+    pub fn set_fake_int8(&self, on: bool) {
+        self.fake_int8.set(on);
     }
 
     /// Logits `[batch * len, VOCAB]` for a melody batch; `dropout` applies
@@ -106,7 +239,7 @@ impl StepNet {
     ) -> Result<Tensor> {
         let (b, t) = (batch.batch, batch.len);
         let index = |v: &[u32]| Tensor::from_slice(v, b * t, device);
-        let w0 = self.layers[0].w_input.as_tensor();
+        let w0 = self.layers[0].w_input.effective(self.fake_int8.get())?;
         // One-hot inputs: the product with W is a sum of its rows.
         let projected = w0
             .index_select(&index(&batch.previous)?, 0)?
@@ -125,7 +258,7 @@ impl StepNet {
         let (b, t, input) = x.dims3()?;
         let projected = x
             .reshape((b * t, input))?
-            .matmul(self.layers[0].w_input.as_tensor())?;
+            .matmul(&self.layers[0].w_input.effective(self.fake_int8.get())?)?;
         self.run_stack(projected, (b, t), dropout, device)
     }
 
@@ -147,7 +280,7 @@ impl StepNet {
             if k > 0 {
                 let input = drop(&outputs, &mut dropout)?.reshape((b * t, h))?;
                 projected = input
-                    .matmul(layer.w_input.as_tensor())?
+                    .matmul(&layer.w_input.effective(self.fake_int8.get())?)?
                     .broadcast_add(layer.b_input.as_tensor())?
                     .reshape((b, t, 3 * h))?;
             }
@@ -155,7 +288,7 @@ impl StepNet {
         }
         drop(&outputs, &mut dropout)?
             .reshape((b * t, h))?
-            .matmul(self.w_out.as_tensor())?
+            .matmul(&self.w_out.effective(self.fake_int8.get())?)?
             .broadcast_add(self.b_out.as_tensor())
     }
 
@@ -164,10 +297,11 @@ impl StepNet {
         let h = self.hidden;
         let mut state = Tensor::zeros((b, h), DType::F32, device)?;
         let mut states = Vec::with_capacity(t);
+        let w_hidden = layer.w_hidden.effective(self.fake_int8.get())?;
         for step in 0..t {
             let gi = projected.narrow(1, step, 1)?.squeeze(1)?;
             let gh = state
-                .matmul(layer.w_hidden.as_tensor())?
+                .matmul(&w_hidden)?
                 .broadcast_add(layer.b_hidden.as_tensor())?;
             let r = sigmoid(&(gi.narrow(1, 0, h)? + gh.narrow(1, 0, h)?)?)?;
             let z = sigmoid(&(gi.narrow(1, h, h)? + gh.narrow(1, h, h)?)?)?;
@@ -178,44 +312,34 @@ impl StepNet {
         Tensor::stack(&states, 1)
     }
 
-    /// The weights as a `wren` step model.
+    /// The weights as a `wren` step model (masks applied, f32).
     pub fn to_gru_net(&self) -> Result<GruNet> {
-        let matrix = |v: &Var| -> Result<Matrix> {
-            let (rows, cols) = v.as_tensor().dims2()?;
-            Ok(Matrix::F32 {
-                rows,
-                cols,
-                values: v.as_tensor().flatten_all()?.to_vec1()?,
-            })
-        };
         let vector = |v: &Var| v.as_tensor().to_vec1::<f32>();
         let mut layers = Vec::new();
         for l in &self.layers {
             layers.push(GruLayer {
-                w_input: matrix(&l.w_input)?,
-                w_hidden: matrix(&l.w_hidden)?,
+                w_input: l.w_input.to_matrix()?,
+                w_hidden: l.w_hidden.to_matrix()?,
                 b_input: vector(&l.b_input)?,
                 b_hidden: vector(&l.b_hidden)?,
             });
         }
         Ok(GruNet {
             layers,
-            w_out: matrix(&self.w_out)?,
+            w_out: self.w_out.to_matrix()?,
             b_out: vector(&self.b_out)?,
         })
     }
 
-    /// Loads weights from a `wren` step model of the same shape (dequantizing int8).
+    /// Loads weights from a `wren` step model, dequantizing int8 and keeping
+    /// factorized matrices factorized.
     pub fn from_gru_net(net: &GruNet, device: &Device) -> Result<StepNet> {
-        let matrix = |m: &Matrix| {
-            Var::from_tensor(&Tensor::from_vec(m.to_f32(), (m.rows(), m.cols()), device)?)
-        };
         let vector = |v: &[f32]| Var::from_tensor(&Tensor::from_slice(v, v.len(), device)?);
         let mut layers = Vec::new();
         for l in &net.layers {
             layers.push(LayerVars {
-                w_input: matrix(&l.w_input)?,
-                w_hidden: matrix(&l.w_hidden)?,
+                w_input: Weight::from_matrix(&l.w_input, device)?,
+                w_hidden: Weight::from_matrix(&l.w_hidden, device)?,
                 b_input: vector(&l.b_input)?,
                 b_hidden: vector(&l.b_hidden)?,
             });
@@ -223,8 +347,9 @@ impl StepNet {
         Ok(StepNet {
             hidden: net.shape().hidden,
             layers,
-            w_out: matrix(&net.w_out)?,
+            w_out: Weight::from_matrix(&net.w_out, device)?,
             b_out: vector(&net.b_out)?,
+            fake_int8: Cell::new(false),
         })
     }
 }

@@ -23,6 +23,11 @@ pub enum Matrix {
         values: Vec<f32>,
     },
     /// Symmetric int8 with one scale per output column: `w = q * scale`.
+    ///
+    /// The product with such a matrix is integer arithmetic, as ONNX's
+    /// `DynamicQuantizeLinear` and `MatMulInteger` define it: the input is
+    /// quantized to u8 with a scale and zero point of its own, the products
+    /// are summed in i32 and the sum is scaled back to f32.
     Int8 {
         /// Number of inputs.
         rows: usize,
@@ -33,6 +38,14 @@ pub enum Matrix {
         /// One scale per output column.
         scales: Vec<f32>,
     },
+    /// A product of two thinner matrices, `W = L R`: `rows x rank` then
+    /// `rank x cols`, each stored in its own precision.
+    LowRank {
+        /// `rows x rank`.
+        left: Box<Matrix>,
+        /// `rank x cols`.
+        right: Box<Matrix>,
+    },
 }
 
 impl Matrix {
@@ -40,6 +53,7 @@ impl Matrix {
     pub fn rows(&self) -> usize {
         match self {
             Matrix::F32 { rows, .. } | Matrix::Int8 { rows, .. } => *rows,
+            Matrix::LowRank { left, .. } => left.rows(),
         }
     }
 
@@ -47,6 +61,15 @@ impl Matrix {
     pub fn cols(&self) -> usize {
         match self {
             Matrix::F32 { cols, .. } | Matrix::Int8 { cols, .. } => *cols,
+            Matrix::LowRank { right, .. } => right.cols(),
+        }
+    }
+
+    /// The inner width of a factorized matrix.
+    pub fn rank(&self) -> Option<usize> {
+        match self {
+            Matrix::LowRank { left, .. } => Some(left.cols()),
+            _ => None,
         }
     }
 
@@ -55,10 +78,68 @@ impl Matrix {
         match self {
             Matrix::F32 { values, .. } => values.len() * 4,
             Matrix::Int8 { values, scales, .. } => values.len() + scales.len() * 4,
+            Matrix::LowRank { left, right } => left.bytes() + right.bytes(),
         }
     }
 
-    /// The value at `(row, col)` as the network sees it.
+    /// Stored weights (factors counted separately) and how many are zero.
+    pub fn stored_zeros(&self) -> (usize, usize) {
+        match self {
+            Matrix::F32 { values, .. } => {
+                (values.len(), values.iter().filter(|v| **v == 0.0).count())
+            }
+            Matrix::Int8 { values, .. } => {
+                (values.len(), values.iter().filter(|v| **v == 0).count())
+            }
+            Matrix::LowRank { left, right } => {
+                let (a, b) = (left.stored_zeros(), right.stored_zeros());
+                (a.0 + b.0, a.1 + b.1)
+            }
+        }
+    }
+
+    /// Whether its values are int8 (every factor, for a factorized matrix).
+    pub fn is_int8(&self) -> bool {
+        match self {
+            Matrix::F32 { .. } => false,
+            Matrix::Int8 { .. } => true,
+            Matrix::LowRank { left, right } => left.is_int8() && right.is_int8(),
+        }
+    }
+
+    /// The dequantized values (the product, for a factorized matrix), row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Matrix::F32 { values, .. } => values.clone(),
+            Matrix::Int8 {
+                cols,
+                values,
+                scales,
+                ..
+            } => values
+                .iter()
+                .enumerate()
+                .map(|(i, q)| *q as f32 * scales[i % cols])
+                .collect(),
+            Matrix::LowRank { left, right } => {
+                let (rows, rank, cols) = (left.rows(), left.cols(), right.cols());
+                let (l, r) = (left.to_f32(), right.to_f32());
+                let mut out = vec![0f32; rows * cols];
+                for i in 0..rows {
+                    for k in 0..rank {
+                        let a = l[i * rank + k];
+                        for (o, b) in out[i * cols..(i + 1) * cols].iter_mut().zip(&r[k * cols..]) {
+                            *o += a * b;
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The value at `(row, col)` as the network's weights hold it
+    /// (dequantized; the product of the factors for a factorized matrix).
     pub fn get(&self, row: usize, col: usize) -> f32 {
         match self {
             Matrix::F32 { cols, values, .. } => values[row * cols + col],
@@ -68,28 +149,31 @@ impl Matrix {
                 scales,
                 ..
             } => values[row * cols + col] as f32 * scales[col],
+            Matrix::LowRank { left, right } => (0..left.cols())
+                .map(|k| left.get(row, k) * right.get(k, col))
+                .sum(),
         }
     }
 
-    /// The dequantized values, row-major.
-    pub fn to_f32(&self) -> Vec<f32> {
-        let (rows, cols) = (self.rows(), self.cols());
-        (0..rows * cols)
-            .map(|i| self.get(i / cols, i % cols))
-            .collect()
-    }
-
-    /// Quantizes to int8 with a calibrated scale per output column.
+    /// Quantizes to int8 with a calibrated scale per output column; the
+    /// factors of a factorized matrix are quantized each on its own.
     ///
     /// For each column the clipping range is searched over fractions of the
     /// largest magnitude, keeping the one with the least squared error:
     /// clipping a few outliers buys resolution for all other weights.
     pub fn quantize_int8(&self) -> Matrix {
+        if let Matrix::LowRank { left, right } = self {
+            return Matrix::LowRank {
+                left: Box::new(left.quantize_int8()),
+                right: Box::new(right.quantize_int8()),
+            };
+        }
         let (rows, cols) = (self.rows(), self.cols());
+        let dense = self.to_f32();
         let mut values = vec![0i8; rows * cols];
         let mut scales = vec![0f32; cols];
         for col in 0..cols {
-            let column: Vec<f32> = (0..rows).map(|r| self.get(r, col)).collect();
+            let column: Vec<f32> = (0..rows).map(|r| dense[r * cols + col]).collect();
             let scale = calibrate_scale(&column);
             scales[col] = scale;
             for (r, w) in column.iter().enumerate() {
@@ -101,6 +185,20 @@ impl Matrix {
             cols,
             values,
             scales,
+        }
+    }
+
+    /// Checks that a factorized matrix's factors agree and are not nested.
+    fn validate(&self) -> Result<(), &'static str> {
+        match self {
+            Matrix::LowRank { left, right } => {
+                let nested = left.rank().is_some() || right.rank().is_some();
+                if nested || left.cols() != right.rows() || left.cols() == 0 {
+                    return Err("factorized matrix sizes disagree");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -205,9 +303,15 @@ impl GruNet {
         }
     }
 
-    /// Number of weights and biases.
+    /// Number of weights and biases as stored (factors counted as stored).
     pub fn parameters(&self) -> usize {
-        self.shape().parameters()
+        let weights: usize = self.matrices().map(|m| m.stored_zeros().0).sum();
+        let biases: usize = self
+            .layers
+            .iter()
+            .map(|l| l.b_input.len() + l.b_hidden.len())
+            .sum();
+        weights + biases + self.b_out.len()
     }
 
     /// Bytes of the weights as stored.
@@ -217,17 +321,43 @@ impl GruNet {
             .iter()
             .map(|l| l.b_input.len() + l.b_hidden.len())
             .sum();
-        let matrices: usize = self
-            .layers
-            .iter()
-            .map(|l| l.w_input.bytes() + l.w_hidden.bytes())
-            .sum();
-        matrices + self.w_out.bytes() + (biases + self.b_out.len()) * 4
+        let matrices: usize = self.matrices().map(Matrix::bytes).sum();
+        matrices + (biases + self.b_out.len()) * 4
     }
 
     /// Whether its weight matrices are stored as int8.
     pub fn is_int8(&self) -> bool {
-        matches!(self.w_out, Matrix::Int8 { .. })
+        self.matrices().all(Matrix::is_int8)
+    }
+
+    /// Every weight matrix, input layer first, readout last.
+    pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.w_input, &l.w_hidden])
+            .chain([&self.w_out])
+    }
+
+    /// Every weight matrix, mutably, in the order of [`GruNet::matrices`].
+    pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Matrix> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.w_input, &mut l.w_hidden])
+            .chain([&mut self.w_out])
+    }
+
+    /// Share of stored weights that are exactly zero.
+    pub fn sparsity(&self) -> f64 {
+        let (total, zeros) = self
+            .matrices()
+            .map(Matrix::stored_zeros)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        zeros as f64 / total.max(1) as f64
+    }
+
+    /// The largest inner width of its factorized matrices, if any is.
+    pub fn rank(&self) -> Option<usize> {
+        self.matrices().filter_map(Matrix::rank).max()
     }
 
     /// The same network with every weight matrix quantized to int8.
@@ -271,7 +401,7 @@ impl GruNet {
         if self.w_out.rows() != h || self.b_out.len() != self.w_out.cols() {
             return Err("readout sizes disagree");
         }
-        Ok(())
+        self.matrices().try_for_each(Matrix::validate)
     }
 }
 

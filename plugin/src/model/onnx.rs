@@ -2,11 +2,15 @@
 //!
 //! The contract: inputs `x [1, I]` and `h [1, L*H]` (f32), outputs
 //! `y [1, O]` and `h_next [1, L*H]`, static shapes. The graph is built from
-//! plain operators (MatMul, Add, Mul, Sub, Slice, Sigmoid, Tanh, Concat, and
-//! Cast for int8 weights), so any ONNX runtime runs it. Weight initializers
-//! are named `l{k}.w_input`, `l{k}.w_hidden`, `l{k}.b_input`,
-//! `l{k}.b_hidden`, `out.w`, `out.b`; an int8 matrix is stored as `NAME.q`
-//! (int8) with `NAME.scale` (f32, one per output column).
+//! standard operators (MatMul, Add, Mul, Sub, Slice, Sigmoid, Tanh, Concat;
+//! DynamicQuantizeLinear, MatMulInteger and Cast for int8 weights), so any
+//! ONNX runtime runs it. Weight initializers are named `l{k}.w_input`,
+//! `l{k}.w_hidden`, `l{k}.b_input`, `l{k}.b_hidden`, `out.w`, `out.b`.
+//! An int8 matrix is stored as `NAME.q` (int8, zero point 0) with
+//! `NAME.scale` (f32, one per output column); its product quantizes the
+//! input dynamically to u8, as the real-time kernel does. A factorized
+//! matrix `W = L R` is stored as `NAME.left` and `NAME.right`, each f32 or
+//! int8, and multiplied as two products.
 
 use prost::Message;
 use tract_onnx::pb;
@@ -57,13 +61,11 @@ pub fn export(net: &GruNet, metadata: &[(&str, String)]) -> Vec<u8> {
         let prefix = format!("l{k}");
         let k = k as i64;
         let state = graph.slice("h", k * h, (k + 1) * h);
-        let w_input = graph.matrix(&format!("{prefix}.w_input"), &layer.w_input);
-        let w_hidden = graph.matrix(&format!("{prefix}.w_hidden"), &layer.w_hidden);
         let b_input = graph.floats(&format!("{prefix}.b_input"), &[3 * h], &layer.b_input);
         let b_hidden = graph.floats(&format!("{prefix}.b_hidden"), &[3 * h], &layer.b_hidden);
-        let gi = graph.node("MatMul", &[&input, &w_input]);
+        let gi = graph.product(&input, &format!("{prefix}.w_input"), &layer.w_input);
         let gi = graph.node("Add", &[&gi, &b_input]);
-        let gh = graph.node("MatMul", &[&state, &w_hidden]);
+        let gh = graph.product(&state, &format!("{prefix}.w_hidden"), &layer.w_hidden);
         let gh = graph.node("Add", &[&gh, &b_hidden]);
         let [gi_r, gi_z, gi_n] = [0, 1, 2].map(|g| graph.slice(&gi, g * h, (g + 1) * h));
         let [gh_r, gh_z, gh_n] = [0, 1, 2].map(|g| graph.slice(&gh, g * h, (g + 1) * h));
@@ -80,9 +82,8 @@ pub fn export(net: &GruNet, metadata: &[(&str, String)]) -> Vec<u8> {
         next_states.push(next.clone());
         input = next;
     }
-    let w_out = graph.matrix("out.w", &net.w_out);
     let b_out = graph.floats("out.b", &[shape.output as i64], &net.b_out);
-    let y = graph.node("MatMul", &[&input, &w_out]);
+    let y = graph.product(&input, "out.w", &net.w_out);
     graph.named_node("Add", &[&y, &b_out], "y", vec![]);
     let refs: Vec<&str> = next_states.iter().map(|s| s.as_str()).collect();
     graph.named_node("Concat", &refs, "h_next", vec![int_attribute("axis", 1)]);
@@ -175,18 +176,36 @@ impl GraphBuilder {
         self.tensor(name, dims, FLOAT, raw)
     }
 
-    fn matrix(&mut self, name: &str, m: &Matrix) -> String {
+    /// `input W`, with the weights of `m` stored under `name`.
+    fn product(&mut self, input: &str, name: &str, m: &Matrix) -> String {
         let dims = [m.rows() as i64, m.cols() as i64];
         match m {
-            Matrix::F32 { values, .. } => self.floats(name, &dims, values),
+            Matrix::F32 { values, .. } => {
+                let w = self.floats(name, &dims, values);
+                self.node("MatMul", &[input, &w])
+            }
             Matrix::Int8 { values, scales, .. } => {
                 let raw = values.iter().map(|v| *v as u8).collect();
                 let q = self.tensor(&format!("{name}.q"), &dims, INT8, raw);
                 let scale = self.floats(&format!("{name}.scale"), &[dims[1]], scales);
-                let to_float = int_attribute("to", FLOAT as i64);
+                let [xq, xs, xz] = [0, 1, 2].map(|_| self.fresh());
+                self.nodes.push(pb::NodeProto {
+                    input: vec![input.to_string()],
+                    output: vec![xq.clone(), xs.clone(), xz.clone()],
+                    name: format!("n{}", self.nodes.len()),
+                    op_type: "DynamicQuantizeLinear".into(),
+                    ..Default::default()
+                });
+                let sums = self.node("MatMulInteger", &[&xq, &q, &xz]);
                 let cast = self.fresh();
-                self.named_node("Cast", &[&q], &cast, vec![to_float]);
-                self.named_node("Mul", &[&cast, &scale], name, vec![])
+                let to_float = int_attribute("to", FLOAT as i64);
+                self.named_node("Cast", &[&sums], &cast, vec![to_float]);
+                let y = self.node("Mul", &[&cast, &xs]);
+                self.node("Mul", &[&y, &scale])
+            }
+            Matrix::LowRank { left, right } => {
+                let inner = self.product(input, &format!("{name}.left"), left);
+                self.product(&inner, &format!("{name}.right"), right)
             }
         }
     }
@@ -258,7 +277,7 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Decode(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or_else(|| contract("no graph"))?;
     let find = |name: &str| graph.initializer.iter().find(|t| t.name == name);
-    let matrix = |name: &str| -> Result<Matrix, ModelError> {
+    let single = |name: &str| -> Result<Matrix, ModelError> {
         if let Some(t) = find(name) {
             let (rows, cols) = dims2(t)?;
             return Ok(Matrix::F32 {
@@ -281,6 +300,17 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
             values,
             scales: floats(scale, cols)?,
         })
+    };
+    let stored = |name: &str| find(name).or_else(|| find(&format!("{name}.q"))).is_some();
+    let matrix = |name: &str| -> Result<Matrix, ModelError> {
+        let (left, right) = (format!("{name}.left"), format!("{name}.right"));
+        if !stored(name) && stored(&left) {
+            return Ok(Matrix::LowRank {
+                left: Box::new(single(&left)?),
+                right: Box::new(single(&right)?),
+            });
+        }
+        single(name)
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>, ModelError> {
         floats(
@@ -313,6 +343,7 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     };
     net.validate().map_err(contract)?;
     check_io(graph, net.shape())?;
+    check_int8_products(graph)?;
     let metadata = model
         .metadata_props
         .iter()
@@ -360,22 +391,43 @@ fn floats(t: &pb::TensorProto, len: usize) -> Result<Vec<f32>, ModelError> {
     Ok(values)
 }
 
-fn check_io(graph: &pb::GraphProto, shape: Shape) -> Result<(), ModelError> {
-    let dims = |info: &pb::ValueInfoProto| -> Option<Vec<i64>> {
-        let pb::type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()?;
-        if t.elem_type != FLOAT {
-            return None;
-        }
-        t.shape
-            .as_ref()?
-            .dim
+/// Every int8 weight must be read by a `MatMulInteger`: a file that only
+/// casts it to float would compute something other than the kernel.
+fn check_int8_products(graph: &pb::GraphProto) -> Result<(), ModelError> {
+    for t in graph.initializer.iter().filter(|t| t.data_type == INT8) {
+        let integer = graph
+            .node
             .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-                _ => None,
-            })
-            .collect()
-    };
+            .any(|n| n.op_type == "MatMulInteger" && n.input.get(1) == Some(&t.name));
+        if !integer {
+            return Err(contract(format!(
+                "{} is int8 but no MatMulInteger reads it (an older int8 format?)",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The static dimensions of an f32 graph input or output.
+fn value_dims(info: &pb::ValueInfoProto) -> Option<Vec<i64>> {
+    let pb::type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()?;
+    if t.elem_type != FLOAT {
+        return None;
+    }
+    t.shape
+        .as_ref()?
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+fn check_io(graph: &pb::GraphProto, shape: Shape) -> Result<(), ModelError> {
+    let dims = value_dims;
     let expect =
         |list: &[pb::ValueInfoProto], names: [(&str, usize); 2]| -> Result<(), ModelError> {
             for (name, width) in names {
@@ -407,12 +459,57 @@ fn check_io(graph: &pb::GraphProto, shape: Shape) -> Result<(), ModelError> {
 /// Allocates on every run; never use it on a real-time thread.
 pub struct TractStep {
     plan: Arc<TypedSimplePlan>,
-    shape: Shape,
+    input: usize,
+    state: usize,
+    output: usize,
 }
 
 impl TractStep {
-    /// Loads and optimizes the model.
+    /// Loads and optimizes a Wren step model of a known shape.
     pub fn load(bytes: &[u8], shape: Shape) -> Result<TractStep, ModelError> {
+        Self::load_widths(bytes, (shape.input, shape.state(), shape.output))
+    }
+
+    /// Loads any graph that meets the step-model contract (`x [1, I]`,
+    /// `h [1, S]` in; `y [1, O]`, `h_next [1, S]` out), whatever is inside.
+    pub fn load_any(bytes: &[u8]) -> Result<TractStep, ModelError> {
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(contract("file over the size limit"));
+        }
+        let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Decode(e.to_string()))?;
+        let graph = model.graph.as_ref().ok_or_else(|| contract("no graph"))?;
+        let width = |list: &[pb::ValueInfoProto], name: &str| -> Result<usize, ModelError> {
+            let info = list
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| contract(format!("no {name}")))?;
+            match value_dims(info).as_deref() {
+                Some([1, w]) if (1..=MAX_DIMENSION as i64).contains(w) => Ok(*w as usize),
+                _ => Err(contract(format!("{name} must be f32 [1, width]"))),
+            }
+        };
+        let (input, state) = (width(&graph.input, "x")?, width(&graph.input, "h")?);
+        let output = width(&graph.output, "y")?;
+        if width(&graph.output, "h_next")? != state {
+            return Err(contract("h and h_next differ in width"));
+        }
+        Self::load_widths(bytes, (input, state, output))
+    }
+
+    /// Input, output widths.
+    pub fn widths(&self) -> (usize, usize) {
+        (self.input, self.output)
+    }
+
+    /// Width of the recurrent state.
+    pub fn state_width(&self) -> usize {
+        self.state
+    }
+
+    fn load_widths(
+        bytes: &[u8],
+        (input, state, output): (usize, usize, usize),
+    ) -> Result<TractStep, ModelError> {
         let tract = |e: TractError| ModelError::Tract(format!("{e:#}"));
         let plan = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(bytes))
@@ -421,21 +518,26 @@ impl TractStep {
             .map_err(tract)?
             .into_runnable()
             .map_err(tract)?;
-        Ok(TractStep { plan, shape })
+        Ok(TractStep {
+            plan,
+            input,
+            state,
+            output,
+        })
     }
 
     /// One step: returns `(y, h_next)`.
     pub fn run(&self, x: &[f32], state: &[f32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
         let tract = |e: TractError| ModelError::Tract(format!("{e:#}"));
-        let x = tract_ndarray::Array2::from_shape_vec((1, self.shape.input), x.to_vec())
+        let x = tract_ndarray::Array2::from_shape_vec((1, self.input), x.to_vec())
             .map_err(|e| ModelError::Tract(e.to_string()))?;
-        let h = tract_ndarray::Array2::from_shape_vec((1, self.shape.state()), state.to_vec())
+        let h = tract_ndarray::Array2::from_shape_vec((1, self.state), state.to_vec())
             .map_err(|e| ModelError::Tract(e.to_string()))?;
         let out = self
             .plan
             .run(tvec!(x.into_tvalue(), h.into_tvalue()))
             .map_err(tract)?;
-        let y = out[0]
+        let y: Vec<f32> = out[0]
             .to_plain_array_view::<f32>()
             .map_err(tract)?
             .iter()
@@ -446,7 +548,14 @@ impl TractStep {
             .map_err(tract)?
             .iter()
             .copied()
-            .collect();
+            .collect::<Vec<f32>>();
+        if y.len() != self.output {
+            return Err(ModelError::Contract(format!(
+                "y has {} values, expected {}",
+                y.len(),
+                self.output
+            )));
+        }
         Ok((y, next))
     }
 }
@@ -479,7 +588,33 @@ mod tests {
 
     #[test]
     fn exported_model_reads_back_and_runs_in_tract_like_the_kernel() {
-        for net in [small_net(), small_net().quantized()] {
+        let factorized = {
+            let mut net = small_net();
+            let Matrix::F32 { values, .. } = &net.layers[1].w_hidden else {
+                unreachable!()
+            };
+            let left: Vec<f32> = values[..8 * 3].to_vec();
+            let right: Vec<f32> = values[..3 * 24].iter().map(|v| v * 0.5).collect();
+            net.layers[1].w_hidden = Matrix::LowRank {
+                left: Box::new(Matrix::F32 {
+                    rows: 8,
+                    cols: 3,
+                    values: left,
+                }),
+                right: Box::new(Matrix::F32 {
+                    rows: 3,
+                    cols: 24,
+                    values: right,
+                }),
+            };
+            net
+        };
+        for net in [
+            small_net(),
+            small_net().quantized(),
+            factorized.clone(),
+            factorized.quantized(),
+        ] {
             let bytes = export(&net, &[("role", "test".into())]);
             let decoded = import(&bytes).unwrap();
             assert_eq!(decoded.net, net);

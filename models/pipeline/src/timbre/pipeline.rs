@@ -203,7 +203,10 @@ pub fn audible(recording: &Recording) -> bool {
 /// of the audio `render` makes for each. (Against digital silence the
 /// spectral convergence has no scale; silent takes are left out and
 /// counted.)
-fn distances(test: &[Recording], render: impl Fn(&Recording) -> Vec<f32>) -> BTreeMap<String, f64> {
+pub fn distances(
+    test: &[Recording],
+    render: impl Fn(&Recording) -> Vec<f32>,
+) -> BTreeMap<String, f64> {
     let (mut mr, mut lsd, mut scored) = (0.0, 0.0, 0usize);
     for recording in test.iter().filter(|r| audible(r)) {
         let audio = render(recording);
@@ -221,6 +224,19 @@ fn distances(test: &[Recording], render: impl Fn(&Recording) -> Vec<f32>) -> BTr
             (test.len() - scored) as f64,
         ),
     ])
+}
+
+/// Renders and analyses the held-out test takes of one instrument only.
+pub fn test_recordings(config: &TimbreConfig, instrument: &Instrument) -> Result<Vec<Recording>> {
+    let font = data::load_soundfont(&config.soundfont)?;
+    let tunes = read_dataset(&config.melodies)?;
+    let mut analyzer = Analyzer::new();
+    data::plan(instrument, &tunes, config.train_phrases)
+        .into_iter()
+        .step_by(config.subsample.max(1))
+        .filter(|take| take.split == Split::Test)
+        .map(|take| data::record(&font, instrument, take, &mut analyzer))
+        .collect()
 }
 
 /// Runs every stage for every instrument; updates the manifest in `out_dir`.
@@ -330,7 +346,7 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
                     &student_config,
                     &[
                         &blended[..],
-                        &[("int8", "per-channel, MSE-calibrated".into())],
+                        &[("int8", crate::requantize::INT8_METHOD.into())],
                     ]
                     .concat(),
                 ),
