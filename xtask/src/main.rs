@@ -9,6 +9,7 @@ mod bench;
 mod bundle;
 mod eval;
 mod render;
+mod report;
 mod test;
 mod timbre;
 mod timbre_examples;
@@ -72,6 +73,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Time one step of every shipped model: real-time kernel and tract.
     Bench(bench::BenchArgs),
+    /// Sizes, quality and cost of every listed model under Wren, tract and ONNX Runtime.
+    Report(report::ReportArgs),
     /// Set up and run the whole test suite (what CI runs).
     Test,
     /// Rebuild the melody dataset from the music21 corpus.
@@ -120,6 +123,7 @@ fn main() -> Result<()> {
         Command::Render(args) => render::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Test => test::run(),
         Command::Data => data(),
         Command::TimbreData(args) => timbre::run(&args),
