@@ -27,10 +27,15 @@ OFFSETS = [(6, 3), (6, -9), (-6, 3), (-6, -9), (6, 12), (6, -18), (-6, 12), (-6,
            (6, 21), (6, -27), (-6, 21), (-6, -27)]
 
 
-def place_labels(ax, labels):
-    """Annotates each (x, y, text, colour) where it overlaps nothing drawn before."""
+def place_labels(ax, labels, lines):
+    """Annotates each (x, y, text, colour) where it overlaps nothing drawn
+    before: markers, other labels, or the horizontal lines at `lines`."""
     renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     taken = []
+    for y in lines:
+        _, py = ax.transData.transform((1.0, y))
+        taken.append(matplotlib.transforms.Bbox([[frame.x0, py - 2], [frame.x1, py + 2]]))
     for x, y, _, _ in labels:
         px, py = ax.transData.transform((x, y))
         taken.append(matplotlib.transforms.Bbox([[px - 4, py - 4], [px + 4, py + 4]]))
@@ -53,7 +58,8 @@ def place_labels(ax, labels):
 
 
 def panel(ax, series_list, key, xlabel):
-    labels = []
+    """Draws one panel; returns its point labels and baseline heights, to place later."""
+    labels, lines = [], []
     for colour, series in zip(COLOURS * 4, series_list):
         for p in series["points"]:
             ax.scatter(
@@ -70,6 +76,7 @@ def panel(ax, series_list, key, xlabel):
         # networks' baselines would squash their models into a band.
         for line in series["baselines"] if len(series_list) == 1 else []:
             ax.axhline(line["quality"], color=colour, linestyle="--", linewidth=0.8)
+            lines.append(line["quality"])
             ax.annotate(
                 line["name"],
                 (1.0, line["quality"]),
@@ -84,7 +91,7 @@ def panel(ax, series_list, key, xlabel):
     ax.set_xlabel(xlabel)
     ax.grid(True, which="both", alpha=0.25)
     ax.margins(x=0.3, y=0.12)
-    return labels
+    return labels, lines
 
 
 def figure(spec, out):
@@ -110,8 +117,8 @@ def figure(spec, out):
     fig.suptitle(f"{spec['title']}: held-out quality against cost")
     fig.tight_layout()
     fig.canvas.draw()
-    for ax, points in zip(axes, labels):
-        place_labels(ax, points)
+    for ax, (points, lines) in zip(axes, labels):
+        place_labels(ax, points, lines)
     path = Path(out) / spec["file"]
     fig.savefig(path, dpi=100)
     plt.close(fig)

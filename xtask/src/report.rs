@@ -163,6 +163,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         load_after: load_average(),
         ort_version: ort.version.clone(),
         overhead,
+        revision: revision(),
+        stalls: stalls(&rows),
     };
     let plots = plot(&rows, &manifest, &args.out, &work);
     if let Err(e) = &plots {
@@ -589,6 +591,40 @@ struct RunFacts {
     load_after: String,
     ort_version: Result<String, String>,
     overhead: BTreeMap<usize, Result<Timing, String>>,
+    revision: Option<String>,
+    stalls: usize,
+}
+
+/// The commit the report was measured at, and whether the tree differed.
+fn revision() -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
+    let changes = git(&["status", "--porcelain", "--untracked-files=no"])?;
+    Some(if changes.is_empty() {
+        format!("commit {head}")
+    } else {
+        format!("commit {head} with uncommitted changes in the working tree")
+    })
+}
+
+/// How many timings have a p99.9 over a millisecond: steps that lost the
+/// core to another process (no runtime here waits that long by itself).
+fn stalls(rows: &[Row]) -> usize {
+    let mut timings: Vec<Timing> = Vec::new();
+    for m in rows.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+        timings.push(m.wren.timing);
+        timings.extend(m.tract.iter().chain(&m.ort).map(|t| t.timing));
+        if let Some(int8) = &m.int8 {
+            timings.push(int8.wren.timing);
+            timings.extend(int8.ort.iter().map(|t| t.timing));
+        }
+    }
+    timings.iter().filter(|t| t.p999 > 1000.0).count()
 }
 
 fn markdown(rows: &[Row], manifest: &Manifest, context: &RunFacts, plots: &[String]) -> String {
@@ -644,12 +680,13 @@ fn header(context: &RunFacts) -> String {
             ))
         })
         .collect();
+    let revision = context.revision.as_deref().unwrap_or("an unknown commit");
     let mut md = format!(
         "# Compression report\n\n\
-         Produced by `{}` on {} (UTC), {} timed steps per model and runtime after {WARMUP} \
-         untimed ones. CPU: {cpu}, {cores} logical cores ({flags}); Wren's kernels ran on \
-         {:?}. Load average (1, 5, 15 min) {} at the start, {} at the end: other jobs shared \
-         the cores, which shows most in the p99 and p99.9 columns. {ort}.\n\n",
+         Produced by `{}` on {} (UTC) at {revision}, {} timed steps per model and runtime \
+         after {WARMUP} untimed ones. CPU: {cpu}, {cores} logical cores ({flags}); Wren's \
+         kernels ran on {:?}. Load average (1, 5, 15 min) {} at the start, {} at the end. \
+         {ort}.\n\n",
         context.command,
         today(),
         context.steps,
@@ -657,6 +694,18 @@ fn header(context: &RunFacts) -> String {
         context.load_before,
         context.load_after
     );
+    if context.stalls > 0 {
+        let n = context.steps;
+        let rank = n - ((n - 1) as f64 * 0.999).round() as usize;
+        md += &format!(
+            "{} of the timings have a p99.9 over a millisecond. Of {n} steps the p99.9 is \
+             the slowest but {}, and steps of about 4 ms, in every runtime alike, are time \
+             slices the scheduler gave to other jobs on these cores, not the runtimes' own \
+             cost. Medians are robust to this; p99 partly.\n\n",
+            context.stalls,
+            rank - 1
+        );
+    }
     md += "Runtime columns, each median / p99 / p99.9 microseconds per step, on one thread, \
            the same ONNX file and the same example inputs, the state fed back:\n\n\
            - **Wren**: the real-time kernel (`GruKernel::step`), built from the file's \
