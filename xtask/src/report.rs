@@ -694,18 +694,7 @@ fn header(context: &RunFacts) -> String {
         context.load_before,
         context.load_after
     );
-    if context.stalls > 0 {
-        let n = context.steps;
-        let rank = n - ((n - 1) as f64 * 0.999).round() as usize;
-        md += &format!(
-            "{} of the timings have a p99.9 over a millisecond. Of {n} steps the p99.9 is \
-             the slowest but {}, and steps of about 4 ms, in every runtime alike, are time \
-             slices the scheduler gave to other jobs on these cores, not the runtimes' own \
-             cost. Medians are robust to this; p99 partly.\n\n",
-            context.stalls,
-            rank - 1
-        );
-    }
+    md += &stall_note(context);
     md += "Runtime columns, each median / p99 / p99.9 microseconds per step, on one thread, \
            the same ONNX file and the same example inputs, the state fed back:\n\n\
            - **Wren**: the real-time kernel (`GruKernel::step`), built from the file's \
@@ -726,6 +715,23 @@ fn header(context: &RunFacts) -> String {
     md += "Max abs diff: the largest absolute difference, over every step's `y` and next state, \
            from Wren's kernel on the same file (each runtime feeds back its own state).\n";
     md
+}
+
+/// Why some p99.9 figures are milliseconds, when any are.
+fn stall_note(context: &RunFacts) -> String {
+    if context.stalls == 0 {
+        return String::new();
+    }
+    let n = context.steps;
+    let rank = n - ((n - 1) as f64 * 0.999).round() as usize;
+    format!(
+        "{} of the timings have a p99.9 over a millisecond. Of {n} steps the p99.9 is \
+         the slowest but {}, and steps of about 4 ms, in every runtime alike, are time \
+         slices the scheduler gave to other jobs on these cores, not the runtimes' own \
+         cost. Medians are robust to this; p99 partly.\n\n",
+        context.stalls,
+        rank - 1
+    )
 }
 
 fn network_table(network: &str, role: Role, members: &[&Row]) -> String {
@@ -823,9 +829,11 @@ fn int8_table(rows: &[Row]) -> String {
          For each f32 model: Wren's int8 (`GruNet::quantized`: symmetric int8 weights, one \
          calibrated scale per output column, run by Wren's kernel) against \
          `onnxruntime.quantization.quantize_dynamic(..., weight_type=QInt8)` of the same f32 \
-         file, run by ONNX Runtime; both timed as above (median / p99 / p99.9 us). \
-         Max abs diff is against Wren's f32 kernel on the same inputs. Beside them, Wren's f32 \
-         kernel against tract on the f32 file.\n\n\
+         file (its defaults: one scale per weight tensor; `DynamicQuantizeLinear` and \
+         `MatMulInteger`, the operators of Wren's own int8 files), run by ONNX Runtime; \
+         both timed as above (median / p99 / p99.9 us). Max abs diff is against Wren's f32 \
+         kernel on the same inputs. Beside them, Wren's f32 kernel against tract on the f32 \
+         file.\n\n\
          | model | Wren f32 us | tract f32 us | Wren f32 vs tract | Wren int8 us \
          | ORT dynamic int8 us | Wren int8 vs ORT int8 | max abs diff Wren int8 / ORT int8 |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
