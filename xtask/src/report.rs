@@ -1072,6 +1072,9 @@ fn today() -> String {
 
 #[cfg(test)]
 mod tests {
+    use wren::model::onnx::export;
+    use wren::model::{GruLayer, Matrix, Shape};
+
     use super::*;
 
     #[test]
@@ -1106,5 +1109,58 @@ mod tests {
             };
             assert_eq!(network, expected, "{}", entry.name);
         }
+    }
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Matrix {
+        let values = (0..rows * cols)
+            .map(|i| ((i * 7 + seed) % 13) as f32 / 20.0 - 0.3)
+            .collect();
+        Matrix::F32 { rows, cols, values }
+    }
+
+    /// A timbre-shaped net with a factorized recurrent matrix and some zeros.
+    fn factorized_net(rank: usize) -> GruNet {
+        let (input, output) = Role::Timbre.widths();
+        let hidden = 8;
+        let w_hidden = Matrix::LowRank {
+            left: Box::new(matrix(hidden, rank, 2)),
+            right: Box::new(matrix(rank, 3 * hidden, 3)),
+        };
+        GruNet {
+            layers: vec![GruLayer {
+                w_input: matrix(input, 3 * hidden, 1),
+                w_hidden,
+                b_input: vec![0.1; 3 * hidden],
+                b_hidden: vec![-0.1; 3 * hidden],
+            }],
+            w_out: matrix(hidden, output, 4),
+            b_out: vec![0.0; output],
+        }
+    }
+
+    #[test]
+    fn compressed_variants_and_broken_files_become_rows() {
+        let dir = std::env::temp_dir().join(format!("wren-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ort = Ort {
+            version: Err("not used in tests".into()),
+            work: dir.clone(),
+        };
+        let net = factorized_net(2);
+        std::fs::write(dir.join("low-rank.onnx"), export(&net, &[])).unwrap();
+        std::fs::write(dir.join("broken.onnx"), b"not a model").unwrap();
+        let manifest = Manifest::from_json(wren::engine::models::EMBEDDED_MANIFEST).unwrap();
+        let mut entry = manifest.get("timbre-flute-student").unwrap().clone();
+        entry.file = "low-rank.onnx".into();
+
+        let m = measure_guarded(&entry, &dir, &ort, 50).unwrap();
+        assert_eq!((m.rank, m.bits), (Some(2), "32"));
+        assert!(m.sparsity > 0.0 && m.parameters < Shape::parameters(&net.shape()));
+        assert!(m.tract.unwrap().max_abs_diff.unwrap() < 1e-4);
+        assert!(m.ort.is_err() && m.int8.unwrap().ort.is_err());
+
+        entry.file = "broken.onnx".into();
+        assert!(measure_guarded(&entry, &dir, &ort, 50).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
