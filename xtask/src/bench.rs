@@ -4,12 +4,13 @@
 //! half of the buffer's time budget at common buffer sizes and sample rates.
 
 use anyhow::Result;
+use wren::engine::cost::{measure, WARM_UP_STEPS};
 use wren::engine::harmonic::{hop_for, FrameParams, HarmonicSynth, HARMONICS};
 use wren::engine::models::Role;
 use wren::model::kernel::GruKernel;
 use wren::model::onnx::TractStep;
 
-use crate::render::{percentile, time_kernel};
+use crate::render::percentile;
 use crate::ALLOCATOR;
 
 /// Options of the benchmark.
@@ -45,9 +46,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let model = wren::engine::models::load_model(name, bytes)?;
         let mut kernel = GruKernel::new(&model.net);
         let before = ALLOCATOR.allocations();
-        let times = time_kernel(&mut kernel, role, args.steps);
-        let allocations = (ALLOCATOR.allocations() - before) as f64 / (args.steps + 100) as f64;
-        rows.push(row(name, "wren kernel", &times, allocations));
+        let cost = measure(&mut kernel, role, args.steps);
+        let steps = args.steps + WARM_UP_STEPS;
+        let allocations = (ALLOCATOR.allocations() - before) as f64 / steps as f64;
+        rows.push(Row {
+            model: name.into(),
+            engine: "wren kernel",
+            median: cost.median_us,
+            p99: cost.p99_us,
+            p999: cost.p999_us,
+            allocations,
+        });
         progress.inc(1);
 
         let shape = model.net.shape();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use wren::engine::cost::measure;
 use wren::engine::models::Role;
 use wren::engine::sampling::{SamplingControls, Scale};
 use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
@@ -400,26 +401,8 @@ pub fn run(args: &RenderArgs) -> Result<()> {
 pub fn step_latency(variant: usize) -> Result<(f64, f64)> {
     let preset = &wren::presets::embedded()[variant];
     let loaded = wren::engine::models::load_embedded(&[preset.melody.as_str()])?;
-    let times = time_kernel(&mut GruKernel::new(&loaded[0].net), Role::Melody, 2000);
-    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
-}
-
-/// Times `steps` kernel steps on a one-hot input walk, in microseconds each.
-pub fn time_kernel(kernel: &mut GruKernel, role: Role, steps: usize) -> Vec<f64> {
-    let shape = kernel.shape();
-    let mut state = vec![0.0; shape.state()];
-    let mut x = vec![0.0; shape.input];
-    let mut y = vec![0.0; shape.output];
-    let mut times = Vec::with_capacity(steps);
-    for i in 0..steps + 100 {
-        role.write_example(i, &mut x);
-        let t = Instant::now();
-        kernel.step(&x, &mut state, &mut y);
-        if i >= 100 {
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    times
+    let cost = measure(&mut GruKernel::new(&loaded[0].net), Role::Melody, 2000);
+    Ok((cost.median_us, cost.p99_us))
 }
 
 /// The `q` quantile of samples (sorted copy).

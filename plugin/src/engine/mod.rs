@@ -5,6 +5,7 @@
 //! for late steps so that renders are complete and reproducible. The
 //! inference thread ([`inference`]) computes steps ahead of time.
 
+pub mod cost;
 pub mod harmonic;
 pub mod inference;
 pub mod models;
