@@ -21,27 +21,47 @@ pub mod timbre;
 /// Loads the embedded models of every preset and starts an engine for
 /// blocks of at most `max_block` samples. An instrument whose timbre models
 /// are not all shipped is left out (the additive voice plays instead).
-/// Allocates.
+///
+/// The cost of every preset is measured afterwards, on a background thread
+/// (see [`engine::Engine::measure_costs`]): loading takes no longer for it,
+/// and auto runs the cheapest preset until the costs are in. Allocates.
 pub fn start_engine(sample_rate: f64, max_block: usize) -> Result<engine::Engine, String> {
     use model::kernel::GruKernel;
     let presets = presets::embedded();
     let names: Vec<&str> = presets.iter().map(|p| p.melody.as_str()).collect();
     let loaded = engine::models::load_embedded(&names).map_err(|e| e.to_string())?;
     let kernels = loaded.iter().map(|m| GruKernel::new(&m.net)).collect();
+    let mut costs = engine::cost::CostModels {
+        melody: loaded.into_iter().map(|m| m.net).collect(),
+        timbres: Vec::new(),
+    };
     let mut timbres = Vec::new();
     for instrument in timbre::INSTRUMENTS {
         let names: Vec<String> = presets.iter().map(|p| p.timbre_model(instrument)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         match engine::models::load_embedded(&names) {
-            Ok(models) => timbres.push(models.iter().map(|m| GruKernel::new(&m.net)).collect()),
+            Ok(models) => {
+                timbres.push(models.iter().map(|m| GruKernel::new(&m.net)).collect());
+                costs
+                    .timbres
+                    .push(models.into_iter().map(|m| m.net).collect());
+            }
             Err(error) => {
                 log::info!("no neural {instrument}: {error}");
                 timbres.push(Vec::new());
+                costs.timbres.push(Vec::new());
             }
         }
     }
-    engine::Engine::with_timbres(kernels, timbres, sample_rate, max_block)
-        .map_err(|e| e.to_string())
+    let mut engine = engine::Engine::with_timbres(kernels, timbres, sample_rate, max_block)
+        .map_err(|e| e.to_string())?;
+    let shares: Vec<f64> = presets.iter().map(|p| p.budget_share).collect();
+    engine.set_auto_tuning(presets::auto().tuning);
+    engine.set_costs(engine::cost::CostTable::unmeasured(&shares));
+    if let Err(error) = engine.measure_costs(costs) {
+        log::warn!("costs not measured, auto runs the cheapest preset: {error}");
+    }
+    Ok(engine)
 }
 
 pub mod plugin;

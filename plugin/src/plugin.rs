@@ -2,7 +2,9 @@
 //! application.
 //!
 //! Threads: [`Plugin::activate`] runs on the main thread and may allocate; it
-//! starts the engine. [`Plugin::process`] and [`Plugin::reset`] run on the
+//! starts the engine, whose presets' costs are then measured on a background
+//! thread, so that activation waits for nothing but loading the models, and
+//! the auto preset chooses for the host's buffer. [`Plugin::process`] and [`Plugin::reset`] run on the
 //! audio thread and never allocate, lock or wait, except that offline renders
 //! wait for the inference thread (see [`Engine::process`]), and so do hosts
 //! that render faster than real time without saying so (see [`pace`]).
@@ -79,6 +81,27 @@ impl Wren {
         }
     }
 
+    /// Logs what the auto preset chose for the current buffer. Main thread.
+    fn log_auto_choice(&self) {
+        let Some(engine) = self.engine.as_ref() else {
+            return;
+        };
+        let auto = engine.auto_status();
+        let presets = crate::presets::embedded();
+        let name = |index: usize| presets.get(index).map_or("?", |p| p.name.as_str());
+        let basis = if auto.measured {
+            "the best that fits by the measured costs"
+        } else {
+            "the cheapest until the costs are measured"
+        };
+        log::info!(
+            "auto preset at {} samples and {} Hz: {} ({basis})",
+            self.max_block,
+            self.sample_rate,
+            name(auto.fit)
+        );
+    }
+
     /// Moves this block's note input from the host into `midi_in`, dropping
     /// what does not fit its capacity. Real-time safe.
     fn take_midi_in(&mut self, context: &mut impl ProcessContext<Self>) {
@@ -140,6 +163,7 @@ impl Plugin for Wren {
         self.pace.reset();
         self.max_block = buffer_config.max_buffer_size.max(1) as usize;
         self.ensure_engine(buffer_config.sample_rate as f64, self.max_block);
+        self.log_auto_choice();
         self.reported_latency = None;
         self.report_latency(|samples| context.set_latency_samples(samples));
         true

@@ -2,11 +2,13 @@
 //!
 //! A counting global allocator sees every thread of this test binary; the
 //! count covers `Engine::process` on this thread and every melody step and
-//! timbre frame the inference thread runs meanwhile.
+//! timbre frame the inference thread runs meanwhile, with fixed presets and
+//! with auto stepping down while the inference thread falls behind.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use wren::engine::cost::{CostTable, PresetCost};
 use wren::engine::sampling::SamplingControls;
 use wren::engine::{Mode, NoteEvent, Settings, Transport};
 
@@ -67,10 +69,12 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
         },
     ];
     let mut position = 0usize;
+    // `variant` None is auto, which runs in real time (not offline).
     let mut run_blocks =
-        |engine: &mut wren::engine::Engine, blocks: usize, variant: usize, mode: Mode| {
+        |engine: &mut wren::engine::Engine, blocks: usize, variant: Option<usize>, mode: Mode| {
             let settings = Settings {
-                variant,
+                variant: variant.unwrap_or(0),
+                auto: variant.is_none(),
                 mode,
                 controls: SamplingControls {
                     density: 0.8,
@@ -91,7 +95,7 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
                     &transport,
                     &settings,
                     events,
-                    true,
+                    !settings.auto,
                     &mut left,
                     &mut right,
                     &mut |_| {
@@ -103,17 +107,38 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
             sent
         };
     for variant in 0..3 {
-        run_blocks(&mut engine, 3000, variant, Mode::Generate);
+        run_blocks(&mut engine, 3000, Some(variant), Mode::Generate);
     }
+    // The costs are measured on a background thread, which allocates: it
+    // must be done before the count starts.
+    let waited = std::time::Instant::now();
+    while !engine.measurement_finished() {
+        assert!(
+            waited.elapsed().as_secs() < 120,
+            "the costs were never measured"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    run_blocks(&mut engine, 1, None, Mode::Generate);
+    assert!(engine.auto_status().measured);
+    // Every preset fits, so auto starts at the best and has room to step down.
+    engine.set_costs(CostTable::measured(&[(0.5, PresetCost::default()); 3]));
     let steps_before = engine.stats().played_steps;
     let frames_before = engine.inference_stats().frames.load(Ordering::SeqCst);
+    let step_downs_before = engine.auto_status().step_downs;
 
     COUNTING.store(true, Ordering::SeqCst);
     let mut notes = 0;
     for variant in 0..3 {
-        notes += run_blocks(&mut engine, 3000, variant, Mode::Generate);
-        notes += run_blocks(&mut engine, 3000, variant, Mode::Continue);
+        notes += run_blocks(&mut engine, 3000, Some(variant), Mode::Generate);
+        notes += run_blocks(&mut engine, 3000, Some(variant), Mode::Continue);
     }
+    // Unpaced real-time blocks and a stalled inference thread: late steps
+    // and frames, and auto steps down.
+    engine.stall_inference(500);
+    notes += run_blocks(&mut engine, 3000, None, Mode::Generate);
+    engine.stall_inference(0);
+    notes += run_blocks(&mut engine, 3000, None, Mode::Generate);
     COUNTING.store(false, Ordering::SeqCst);
 
     let steps = engine.stats().played_steps - steps_before;
@@ -126,6 +151,10 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
         "steps should have run during the measurement: {steps}"
     );
     assert!(notes > 0, "notes should have been generated");
+    assert!(
+        engine.auto_status().step_downs > step_downs_before,
+        "auto should have stepped down"
+    );
     assert_eq!(
         ALLOCATIONS.load(Ordering::SeqCst),
         0,

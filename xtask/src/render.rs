@@ -12,6 +12,7 @@ use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
 use wren::melody::smf::{read_melody, write_notes, TimedNote};
 use wren::melody::tokens::{Meter, Token};
 use wren::model::kernel::GruKernel;
+use wren::presets::Selection;
 
 /// What to render.
 #[derive(clap::Args, Debug)]
@@ -31,7 +32,8 @@ pub struct RenderArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Compression preset: studio, balanced or live.
+    /// Compression preset: auto (offline, where nothing is late, the best:
+    /// studio), studio, balanced or live.
     #[arg(long, default_value = wren::presets::DEFAULT)]
     pub preset: String,
     /// Sampling temperature.
@@ -267,7 +269,7 @@ fn primer_events(path: &Path, tempo: f64, sample_rate: u32) -> Result<(Vec<NoteE
 
 /// Runs the command: writes `wren.wav` and `wren.mid` and prints a summary.
 pub fn run(args: &RenderArgs) -> Result<()> {
-    let (index, preset) = wren::presets::find(&args.preset)?;
+    let selection = wren::presets::select(&args.preset)?;
     let (numerator, denominator) = args
         .meter
         .split_once('/')
@@ -303,7 +305,11 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         None => (Vec::new(), 0.0),
     };
     let settings = Settings {
-        variant: index,
+        variant: match selection {
+            Selection::Fixed(index) => index,
+            Selection::Auto => 0,
+        },
+        auto: selection == Selection::Auto,
         timbre,
         controls: SamplingControls {
             temperature: args.temperature,
@@ -338,11 +344,21 @@ pub fn run(args: &RenderArgs) -> Result<()> {
     let mid = args.out.join("wren.mid");
     std::fs::write(&mid, write_notes(&rendered.notes, args.tempo, meter))?;
 
+    let index = engine.variant();
+    let preset = &wren::presets::embedded()[index];
     let entry = wren::engine::models::embedded_entry(&preset.melody);
     let latency = step_latency(index)?;
     let budget_us = 64.0 / 48_000.0 * 1e6;
+    let chosen = if selection == Selection::Auto {
+        "auto: "
+    } else {
+        ""
+    };
     println!("Wren render");
-    println!("  preset      {} ({})", preset.name, preset.description);
+    println!(
+        "  preset      {chosen}{} ({})",
+        preset.name, preset.description
+    );
     if let Some(e) = &entry {
         println!(
             "  model       {}: {} parameters, {} KiB, test NLL {:.3} nats/step",

@@ -121,6 +121,8 @@ pub struct InferenceHandle {
     pub stats: Arc<InferenceStats>,
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Microseconds the thread sleeps before each step and frame.
+    stall: Arc<AtomicU64>,
 }
 
 impl InferenceHandle {
@@ -131,10 +133,20 @@ impl InferenceHandle {
             thread.thread().unpark();
         }
     }
+
+    /// Test and diagnostic hook: from now on the thread sleeps `micros`
+    /// microseconds before every step and frame it computes, as a slower or
+    /// busier machine would take them; 0 ends the stall. Normal operation
+    /// never sets it. Does not allocate, lock or wait.
+    pub fn stall(&self, micros: u64) {
+        self.stall.store(micros, Ordering::Relaxed);
+        self.wake();
+    }
 }
 
 impl Drop for InferenceHandle {
     fn drop(&mut self) {
+        self.stall.store(0, Ordering::Relaxed);
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
@@ -160,12 +172,13 @@ pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result
     let (frame_tx, frames) = RingBuffer::new(QUEUE_CAPACITY);
     let stats = Arc::new(InferenceStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let stall = Arc::new(AtomicU64::new(0));
     let mut worker = Worker::new(
         kernels,
         Timbres::new(timbres),
         request_rx,
         (result_tx, frame_tx),
-        stats.clone(),
+        (stats.clone(), stall.clone()),
     );
     let stop_flag = stop.clone();
     let thread = std::thread::Builder::new()
@@ -178,6 +191,7 @@ pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result
         stats,
         thread: Some(thread),
         stop,
+        stall,
     })
 }
 
@@ -252,6 +266,7 @@ pub struct Worker {
     results: Producer<StepResult>,
     frames: Producer<FrameResult>,
     stats: Arc<InferenceStats>,
+    stall: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -260,7 +275,7 @@ impl Worker {
         timbres: Timbres,
         requests: Consumer<Request>,
         (results, frames): (Producer<StepResult>, Producer<FrameResult>),
-        stats: Arc<InferenceStats>,
+        (stats, stall): (Arc<InferenceStats>, Arc<AtomicU64>),
     ) -> Worker {
         let states = kernels
             .iter()
@@ -280,6 +295,7 @@ impl Worker {
             results,
             frames,
             stats,
+            stall,
         }
     }
 
@@ -293,7 +309,8 @@ impl Worker {
 
     /// Handles every queued request; returns whether there was any.
     ///
-    /// Real-time safe: does not allocate, lock or block.
+    /// Real-time safe: does not allocate, lock or block, except that it
+    /// sleeps as long as the stall hook says ([`InferenceHandle::stall`]).
     pub fn drain(&mut self) -> bool {
         let mut worked = false;
         while let Ok(request) = self.requests.pop() {
@@ -304,6 +321,10 @@ impl Worker {
     }
 
     fn handle(&mut self, request: Request) {
+        let stall = self.stall.load(Ordering::Relaxed);
+        if stall > 0 && !matches!(request, Request::Reset { .. }) {
+            std::thread::sleep(Duration::from_micros(stall));
+        }
         match request {
             Request::Reset { epoch, seed, step } => {
                 self.epoch = epoch;

@@ -3,8 +3,11 @@
 //! [`Engine::process`] runs on the audio thread and is real-time safe: it
 //! never allocates, locks or waits, except in offline mode, where it waits
 //! for late steps so that renders are complete and reproducible. The
-//! inference thread ([`inference`]) computes steps ahead of time.
+//! inference thread ([`inference`]) computes steps ahead of time. The auto
+//! preset ([`auto`]) chooses among the installed variants by what they cost
+//! on this machine ([`cost`]).
 
+pub mod auto;
 pub mod cost;
 pub mod harmonic;
 pub mod inference;
@@ -15,7 +18,10 @@ pub mod voices;
 
 use std::time::{Duration, Instant};
 
+use auto::{Auto, AutoStatus, Tuning};
+use cost::{CostModels, CostTable, Measurement};
 use inference::{InferenceHandle, Request, StepResult, TimbreKernels};
+use rtrb::{Consumer, Producer, RingBuffer};
 use sampling::SamplingControls;
 use synth::{Source, Synth};
 use voices::{FrameSource, NeuralVoices};
@@ -61,8 +67,13 @@ pub enum Timbre {
 /// User settings the engine reads every block.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
-    /// Index of the installed model variant to run (melody and timbre).
+    /// Index of the installed model variant to run (melody and timbre),
+    /// unless `auto` is set.
     pub variant: usize,
+    /// Let the engine choose the variant (the auto preset): the best that
+    /// fits the buffer by the cost table, stepped down while steps or frames
+    /// come late; offline, where nothing is late, the best (variant 0).
+    pub auto: bool,
     /// The voice.
     pub timbre: Timbre,
     /// Sampling controls.
@@ -83,6 +94,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             variant: 0,
+            auto: false,
             timbre: Timbre::Neural(0),
             controls: SamplingControls::default(),
             seed: 1,
@@ -207,6 +219,15 @@ pub struct Engine {
     user_held: [bool; 128],
     user_onset: Option<u8>,
     stats: EngineStats,
+    /// The auto preset's state.
+    auto: Auto,
+    /// Measured cost tables, from the background measurement.
+    costs_in: Consumer<CostTable>,
+    /// The measurement's end of `costs_in`, until it starts.
+    costs_out: Option<Producer<CostTable>>,
+    measurement: Option<Measurement>,
+    /// The variant the last block ran.
+    variant: usize,
 }
 
 impl Engine {
@@ -226,6 +247,9 @@ impl Engine {
         max_block: usize,
     ) -> std::io::Result<Engine> {
         let installed = timbres.iter().map(|t| !t.is_empty()).collect();
+        let shares = vec![cost::DEFAULT_SHARE; kernels.len()];
+        let table = CostTable::unmeasured(&shares);
+        let (costs_out, costs_in) = RingBuffer::new(4);
         let mut engine = Engine {
             sample_rate,
             inference: inference::spawn(kernels, timbres)?,
@@ -251,6 +275,15 @@ impl Engine {
             user_held: [false; 128],
             user_onset: None,
             stats: EngineStats::default(),
+            auto: Auto::new(
+                Tuning::default(),
+                table,
+                (max_block, sample_rate, voices::VOICES),
+            ),
+            costs_in,
+            costs_out: Some(costs_out),
+            measurement: None,
+            variant: 0,
         };
         engine.configure(sample_rate, max_block);
         Ok(engine)
@@ -266,10 +299,14 @@ impl Engine {
     /// so that every frame is computed a block before it sounds. A largest
     /// block of 0 means no latency, for offline renders only (they wait for
     /// frames; in real time every frame would be late). Sounding notes are
-    /// cut and the timeline restarts. Allocates; call off the audio thread.
+    /// cut and the timeline restarts; auto chooses again for the new buffer.
+    /// Allocates; call off the audio thread.
     pub fn configure(&mut self, sample_rate: f64, max_block: usize) {
         self.sample_rate = sample_rate.max(1.0);
         self.max_block = max_block;
+        self.take_costs();
+        self.auto
+            .set_buffer(max_block, self.sample_rate, voices::VOICES);
         self.latency = if self.installed.contains(&true) {
             max_block
         } else {
@@ -310,6 +347,84 @@ impl Engine {
         &self.inference.stats
     }
 
+    /// Test and diagnostic hook: makes the inference thread sleep `micros`
+    /// microseconds before every step and frame, as a slower or busier
+    /// machine would take them; 0 ends the stall. See
+    /// [`InferenceHandle::stall`]. Real-time safe.
+    pub fn stall_inference(&self, micros: u64) {
+        self.inference.stall(micros);
+    }
+
+    /// The variant the last block ran: the one chosen in `Settings`, or
+    /// auto's choice.
+    pub fn variant(&self) -> usize {
+        self.variant
+    }
+
+    /// What the auto preset is doing.
+    pub fn auto_status(&self) -> AutoStatus {
+        self.auto.status()
+    }
+
+    /// The cost table auto chooses by.
+    pub fn cost_table(&self) -> CostTable {
+        *self.auto.table()
+    }
+
+    /// Replaces the cost table (made-up costs in tests, or costs measured
+    /// elsewhere) and chooses again. Call off the audio thread.
+    pub fn set_costs(&mut self, table: CostTable) {
+        self.auto.set_table(table);
+    }
+
+    /// Replaces auto's tuning and chooses again. Call off the audio thread.
+    pub fn set_auto_tuning(&mut self, tuning: Tuning) {
+        self.auto.set_tuning(tuning);
+    }
+
+    /// Starts measuring every preset's networks on a background thread,
+    /// with the budget shares of the current cost table. Returns at once;
+    /// the audio thread takes the measured table at its next block, and
+    /// auto chooses again then. Once per engine. Allocates.
+    pub fn measure_costs(&mut self, models: CostModels) -> std::io::Result<()> {
+        let inbox = self
+            .costs_out
+            .take()
+            .ok_or_else(|| std::io::Error::other("costs are measured once per engine"))?;
+        let shares = self.auto.table().shares().to_vec();
+        self.measurement = Some(Measurement::spawn(models, shares, inbox)?);
+        Ok(())
+    }
+
+    /// Whether the background measurement has ended (or never started).
+    pub fn measurement_finished(&self) -> bool {
+        self.measurement.as_ref().is_none_or(|m| m.is_finished())
+    }
+
+    /// Hands a measured cost table, if one arrived, to auto. Real-time safe.
+    fn take_costs(&mut self) {
+        while let Ok(table) = self.costs_in.pop() {
+            self.auto.set_table(table);
+        }
+    }
+
+    /// The variant this block runs: the chosen one, or auto's. Real-time safe.
+    fn choose_variant(&mut self, settings: &Settings, offline: bool, frames: usize) -> usize {
+        self.take_costs();
+        let late = self.stats.late_steps + self.voices.late_frames();
+        match (settings.auto, offline) {
+            (true, false) => self.auto.update(late, frames),
+            (true, true) => {
+                self.auto.follow(late);
+                0
+            }
+            (false, _) => {
+                self.auto.follow(late);
+                settings.variant
+            }
+        }
+    }
+
     /// Renders one block into `left` and `right` (same length), reading
     /// `midi_in` and reporting notes through `midi_out`. An event earlier than
     /// the one before it takes effect at that one's offset.
@@ -328,6 +443,11 @@ impl Engine {
     ) {
         let frames = left.len().min(right.len());
         left[..frames].fill(0.0);
+        self.variant = self.choose_variant(settings, offline, frames);
+        let settings = &Settings {
+            variant: self.variant,
+            ..*settings
+        };
         let neural = self.neural(settings);
         self.collect_results();
         if settings.seed != self.last_seed {

@@ -7,10 +7,18 @@ use nice_plug::prelude::*;
 use crate::engine::sampling::{SamplingControls, Scale};
 use crate::engine::{Mode, Settings, Timbre};
 use crate::melody::tokens::{HIGHEST_PITCH, LOWEST_PITCH};
+use crate::presets::Selection;
 
-/// The compression preset, in the order of [`crate::presets::EMBEDDED`].
+/// The compression preset: auto, then the presets in the order of
+/// [`crate::presets::EMBEDDED`], best first. A new preset is a new variant
+/// at the end.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresetChoice {
+    /// The best preset that fits the host's buffer, by the costs measured on
+    /// this machine.
+    #[id = "auto"]
+    #[name = "auto"]
+    Auto,
     /// The teacher network.
     #[id = "studio"]
     #[name = "studio"]
@@ -26,9 +34,13 @@ pub enum PresetChoice {
 }
 
 impl PresetChoice {
-    /// Index of the engine's model variant for this preset.
-    pub fn variant(self) -> usize {
-        self.to_index()
+    /// What the choice asks of the engine: auto, or a preset's index in
+    /// [`crate::presets::EMBEDDED`] (the engine's model variant).
+    pub fn selection(self) -> Selection {
+        match self.to_index() {
+            0 => Selection::Auto,
+            index => Selection::Fixed(index - 1),
+        }
     }
 }
 
@@ -154,7 +166,7 @@ impl ModeChoice {
 /// Every parameter of Wren. nice-plug saves and restores them with the plugin state.
 #[derive(Params)]
 pub struct WrenParams {
-    /// Compression preset: which model variant runs.
+    /// Compression preset: which model variant runs, or auto.
     #[id = "preset"]
     pub preset: EnumParam<PresetChoice>,
     /// Softmax temperature of sampling.
@@ -203,7 +215,7 @@ impl Default for WrenParams {
             max: HIGHEST_PITCH as i32,
         };
         WrenParams {
-            preset: EnumParam::new("Preset", PresetChoice::Live),
+            preset: EnumParam::new("Preset", PresetChoice::Auto),
             temperature: FloatParam::new(
                 "Temperature",
                 controls.temperature,
@@ -260,8 +272,13 @@ impl WrenParams {
     /// The engine settings for the current values. Real-time safe: reads atomics only.
     pub fn settings(&self) -> Settings {
         let (low, high) = ordered(self.range_low.value(), self.range_high.value());
+        let selection = self.preset.value().selection();
         Settings {
-            variant: self.preset.value().variant(),
+            variant: match selection {
+                Selection::Fixed(index) => index,
+                Selection::Auto => 0,
+            },
+            auto: selection == Selection::Auto,
             timbre: self.instrument.value().timbre(),
             controls: SamplingControls {
                 temperature: self.temperature.value(),
@@ -293,8 +310,9 @@ mod tests {
     #[test]
     fn defaults_match_the_engine_defaults() {
         let settings = WrenParams::default().settings();
-        let (default_preset, _) = crate::presets::find(crate::presets::DEFAULT).unwrap();
-        assert_eq!(settings.variant, default_preset);
+        let default = crate::presets::select(crate::presets::DEFAULT);
+        assert!(matches!(default, Ok(Selection::Auto)));
+        assert!(settings.auto, "auto is the default preset");
         assert_eq!(settings.controls, SamplingControls::default());
         assert_eq!(settings.mode, Mode::Generate);
         assert!((settings.gain - 0.501).abs() < 0.001);
@@ -315,13 +333,22 @@ mod tests {
     }
 
     #[test]
-    fn preset_choices_follow_the_embedded_presets() {
+    fn preset_choices_are_auto_then_the_embedded_presets() {
         let presets = crate::presets::embedded();
-        assert_eq!(PresetChoice::variants().len(), presets.len());
+        assert_eq!(PresetChoice::variants().len(), presets.len() + 1);
+        assert_eq!(PresetChoice::variants()[0], crate::presets::auto().name);
+        assert_eq!(PresetChoice::Auto.selection(), Selection::Auto);
         for (index, preset) in presets.iter().enumerate() {
-            assert_eq!(PresetChoice::from_index(index).variant(), index);
-            assert_eq!(PresetChoice::variants()[index], preset.name);
+            let choice = PresetChoice::from_index(index + 1);
+            assert_eq!(choice.selection(), Selection::Fixed(index));
+            assert_eq!(PresetChoice::variants()[index + 1], preset.name);
         }
+        let params = WrenParams {
+            preset: EnumParam::new("Preset", PresetChoice::Studio),
+            ..WrenParams::default()
+        };
+        let studio = params.settings();
+        assert_eq!((studio.auto, studio.variant), (false, 0));
     }
 
     #[test]
