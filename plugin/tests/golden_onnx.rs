@@ -199,3 +199,46 @@ fn every_timbre_teacher_clearly_beats_the_static_baseline() {
     }
     assert!(checked >= 1, "a neural instrument ships");
 }
+
+/// Over a long run the kernel computes, step by step, what tract computes
+/// from the same file and the same state. (Left to run free, two int8
+/// implementations part ways: a last-bit difference in the gates can round
+/// a quantized input to the neighbouring step, about 3e-3 in the state,
+/// which the recurrence carries on. So each step starts from the kernel's
+/// state here.)
+#[test]
+fn kernel_tracks_tract_step_by_step_over_long_runs() {
+    use wren::engine::models::Role;
+    for (name, bytes) in shipped_models() {
+        let net = import(&bytes).unwrap().net;
+        if !net.is_int8() && net.shape().hidden > 200 {
+            continue; // Teachers are slow in tract; the golden test covers them.
+        }
+        let shape = net.shape();
+        let role = Role::of(&name);
+        let tract = TractStep::load(&bytes, shape).unwrap();
+        let mut kernel = GruKernel::new(&net);
+        let (mut x, mut y) = (vec![0.0; shape.input], vec![0.0; shape.output]);
+        let mut state = vec![0.0; shape.state()];
+        let (mut worst, mut close) = (0f32, 0usize);
+        const STEPS: usize = 2000;
+        for step in 0..STEPS {
+            role.write_example(step, &mut x);
+            let (tract_y, tract_state) = tract.run(&x, &state).unwrap();
+            kernel.step(&x, &mut state, &mut y);
+            let error = y
+                .iter()
+                .zip(&tract_y)
+                .chain(state.iter().zip(&tract_state))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(error);
+            close += (error <= 1e-4) as usize;
+        }
+        assert!(worst <= 1e-2, "{name}: a step differs by {worst}");
+        assert!(
+            close * 100 >= STEPS * 99,
+            "{name}: only {close} of {STEPS} steps within 1e-4"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bundle;
+mod compress;
 mod eval;
 mod render;
 mod report;
@@ -77,6 +78,10 @@ enum Command {
     Report(report::ReportArgs),
     /// Set up and run the whole test suite (what CI runs).
     Test,
+    /// Re-export every int8 model from its f32 source and measure it again.
+    Requantize,
+    /// Search the melody network's compressions for the best that fits a buffer budget.
+    Compress(compress::CompressArgs),
     /// Rebuild the melody dataset from the music21 corpus.
     Data,
     /// Render and analyse the timbre data from the soundfont; print its counts.
@@ -125,6 +130,12 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Test => test::run(),
+        Command::Compress(args) => compress::run(&args, command_line),
+        Command::Requantize => wren_pipeline::requantize::run(
+            std::path::Path::new("models"),
+            &wren_pipeline::melody::PipelineConfig::full(command_line.clone()),
+            &wren_pipeline::timbre::pipeline::TimbreConfig::full(command_line),
+        ),
         Command::Data => data(),
         Command::TimbreData(args) => timbre::run(&args),
         Command::TimbreExamples(args) => timbre_examples::run(&args),

@@ -53,8 +53,8 @@ pub fn write_model(out_dir: &Path, net: &GruNet, shipping: Shipping) -> Result<M
         compression: Compression {
             precision: if int8 { "int8" } else { "f32" }.into(),
             distilled: shipping.teacher.is_some(),
-            sparsity: 0.0,
-            rank: None,
+            sparsity: net.sparsity(),
+            rank: net.rank(),
         },
         teacher: shipping.teacher.map(str::to_string),
         data: shipping.data.clone(),

@@ -8,5 +8,6 @@ pub mod melody;
 pub mod net;
 pub mod progress;
 pub mod requantize;
+pub mod search;
 pub mod timbre;
 pub mod train;

@@ -268,7 +268,7 @@ pub fn run(config: &PipelineConfig) -> Result<()> {
             metrics,
         };
         let entry = write_model(&config.out_dir, net, shipping)?;
-        melody_golden(config, name, &candle_net, &data.test, &device)?;
+        melody_golden(&config.out_dir, name, &candle_net, &data.test, &device)?;
         manifest.upsert(entry);
     }
     write_manifest(&config.out_dir, &manifest)
@@ -339,8 +339,9 @@ fn baseline(config: &PipelineConfig, data: &Data) -> Result<BTreeMap<String, f64
     ]))
 }
 
-fn melody_golden(
-    config: &PipelineConfig,
+/// Writes golden logits of candle on the first steps of a test tune.
+pub(crate) fn melody_golden(
+    out_dir: &std::path::Path,
     name: &str,
     net: &StepNet,
     test: &[Melody],
@@ -368,7 +369,7 @@ fn melody_golden(
         .collect();
     debug_assert!(logits.iter().all(|l| l.len() == VOCAB));
     write_golden(
-        &config.out_dir,
+        out_dir,
         &Golden {
             model: name.into(),
             inputs,

@@ -1,0 +1,191 @@
+//! The compression search on a small budget: from a Wren GRU teacher and
+//! from an ONNX teacher of another architecture, it must write a model that
+//! Wren's loader accepts, a manifest entry that describes it, golden outputs
+//! and a preset that parses.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tract_onnx::pb;
+use wren::melody::tokens::{INPUT_SIZE, VOCAB};
+use wren::model::manifest::Manifest;
+use wren_pipeline::melody::PipelineConfig;
+use wren_pipeline::search::{run, SearchConfig};
+use wren_pipeline::train::TrainConfig;
+
+fn models() -> PathBuf {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/..").into()
+}
+
+fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
+    let mut data = PipelineConfig::tiny("test".into(), out.to_path_buf());
+    data.dataset = models().join("data/melodies.tsv.gz");
+    SearchConfig {
+        teacher,
+        // Seconds per buffer: timing noise on a busy machine cannot decide
+        // what fits; the byte cap does.
+        block_size: 65_536,
+        sample_rate: 8_000.0,
+        voices: 1,
+        share: 1.0,
+        tempo: 300.0,
+        timbre: "student-int8".into(),
+        max_bytes: Some(60_000),
+        widths,
+        energies: vec![1.0, 0.6],
+        sparsities: vec![0.0, 0.3],
+        int8: vec![false, true],
+        finalists: 2,
+        cost_steps: 50,
+        train: TrainConfig {
+            hidden: 0,
+            layers: 0,
+            steps: 8,
+            batch: 4,
+            window: 32,
+            learning_rate: 1e-3,
+            dropout: 0.0,
+            seed: 3,
+            eval_every: 4,
+        },
+        name: "melody-searched".into(),
+        preset: "searched".into(),
+        preset_dir: out.join("presets"),
+        data,
+    }
+}
+
+/// Checks everything the search wrote into `out`.
+fn check_outputs(out: &Path) -> wren::model::GruNet {
+    let manifest =
+        Manifest::from_json(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest.get("melody-searched").expect("a manifest entry");
+    let bytes = std::fs::read(out.join(&entry.file)).unwrap();
+    let model = wren::engine::models::load_model(&entry.name, &bytes).unwrap();
+    assert!(entry.weight_bytes <= 60_000, "{} bytes", entry.weight_bytes);
+    assert_eq!(entry.weight_bytes, model.net.bytes());
+    assert_eq!(entry.parameters, model.net.parameters());
+    assert_eq!(entry.compression.sparsity, model.net.sparsity());
+    assert_eq!(entry.compression.rank, model.net.rank());
+    use sha2::Digest;
+    assert_eq!(entry.sha256, hex_digest(&sha2::Sha256::digest(&bytes)));
+    let nll = entry.metrics["test_nll"];
+    assert!(
+        nll.is_finite() && nll < (VOCAB as f64).ln(),
+        "test NLL {nll}"
+    );
+    assert!(entry.metrics["step_p99_us"] > 0.0);
+    assert!(out.join("golden/melody-searched.json").exists());
+    let preset = std::fs::read_to_string(out.join("presets/searched.toml")).unwrap();
+    let preset = wren::presets::parse(&preset).unwrap();
+    assert_eq!(preset.melody, "melody-searched");
+    assert_eq!(preset.block_size, 65_536);
+    model.net
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn search_from_a_wren_teacher_writes_a_model_that_loads() {
+    let out = std::env::temp_dir().join(format!("wren-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let teacher = models().join("melody-student.onnx");
+    let outcome = run(&config(teacher, &out, vec![48, 24])).unwrap();
+    assert_eq!(outcome.measured.len(), 2 * 2 * 2 * 2);
+    // The byte cap leaves out the wide f32 candidates.
+    assert!(outcome.measured.iter().any(|m| !m.fits));
+    let net = check_outputs(&out);
+    assert!(net.shape().hidden <= 48);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// A step model that is no GRU: `h' = tanh(x A + h B)`, `y = h' C`.
+fn tanh_rnn_teacher(state: usize) -> Vec<u8> {
+    let mut seed = 99u64;
+    let mut weights = |rows: usize, cols: usize, name: &str| {
+        let values: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.4).to_le_bytes()
+            })
+            .collect();
+        pb::TensorProto {
+            name: name.into(),
+            dims: vec![rows as i64, cols as i64],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data: values,
+            ..Default::default()
+        }
+    };
+    let info = |name: &str, width: usize| {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        let dim = |v: i64| Dimension {
+            value: Some(Value::DimValue(v)),
+            ..Default::default()
+        };
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: vec![dim(1), dim(width as i64)],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let node = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "tanh_rnn".into(),
+        node: vec![
+            node("MatMul", &["x", "A"], "xa"),
+            node("MatMul", &["h", "B"], "hb"),
+            node("Add", &["xa", "hb"], "pre"),
+            node("Tanh", &["pre"], "h_next"),
+            node("MatMul", &["h_next", "C"], "y"),
+        ],
+        initializer: vec![
+            weights(INPUT_SIZE, state, "A"),
+            weights(state, state, "B"),
+            weights(state, VOCAB, "C"),
+        ],
+        input: vec![info("x", INPUT_SIZE), info("h", state)],
+        output: vec![info("y", VOCAB), info("h_next", state)],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn search_distills_from_an_onnx_teacher_of_another_architecture() {
+    let out = std::env::temp_dir().join(format!("wren-search-onnx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let teacher = out.join("tanh-rnn.onnx");
+    std::fs::write(&teacher, tanh_rnn_teacher(40)).unwrap();
+    assert!(wren::model::onnx::import(&std::fs::read(&teacher).unwrap()).is_err());
+    run(&config(teacher, &out, vec![24])).unwrap();
+    let net = check_outputs(&out);
+    assert_eq!(net.shape().hidden, 24);
+    std::fs::remove_dir_all(&out).unwrap();
+}
