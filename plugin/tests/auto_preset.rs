@@ -262,6 +262,11 @@ fn a_stalled_inference_thread_makes_auto_step_down_and_back_up() {
     let down = down.expect("auto did not step down within 50 blocks of the stall");
     assert!(engine.stats().late_frames > 0);
     assert_eq!(engine.auto_status().step_downs, 1);
+    assert_eq!(
+        engine.latency(),
+        BLOCK,
+        "one block of latency at every preset"
+    );
 
     // The wait before stepping up, doubled once, is a second.
     let up = play(&mut engine, 250, &|e| e.auto_status().running == 0);

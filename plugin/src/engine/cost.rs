@@ -234,6 +234,9 @@ pub fn measure_presets(
 ) -> Option<CostTable> {
     let mut presets = Vec::new();
     for (index, melody) in models.melody.iter().enumerate().take(MAX_PRESETS) {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut cost = PresetCost {
             melody: measure(&mut GruKernel::new(melody), Role::Melody, steps),
             timbre: Cost::default(),
@@ -395,39 +398,50 @@ mod tests {
         assert_eq!(loose.choose(&w), 0);
     }
 
-    #[test]
-    fn measured_costs_are_ordered_quantiles() {
-        let net = crate::model::GruNet {
-            layers: vec![crate::model::GruLayer {
-                w_input: crate::model::Matrix::F32 {
-                    rows: 6,
-                    cols: 24,
-                    values: vec![0.01; 6 * 24],
-                },
-                w_hidden: crate::model::Matrix::F32 {
-                    rows: 8,
-                    cols: 24,
-                    values: vec![0.01; 8 * 24],
-                },
+    /// A one-layer GRU of eight units with a role's widths.
+    fn small_net(role: Role) -> GruNet {
+        use crate::model::{GruLayer, Matrix};
+        let (input, output) = role.widths();
+        let matrix = |rows: usize, cols: usize| Matrix::F32 {
+            rows,
+            cols,
+            values: vec![0.01; rows * cols],
+        };
+        GruNet {
+            layers: vec![GruLayer {
+                w_input: matrix(input, 24),
+                w_hidden: matrix(8, 24),
                 b_input: vec![0.0; 24],
                 b_hidden: vec![0.0; 24],
             }],
-            w_out: crate::model::Matrix::F32 {
-                rows: 8,
-                cols: crate::timbre::OUTPUT_SIZE,
-                values: vec![0.0; 8 * crate::timbre::OUTPUT_SIZE],
-            },
-            b_out: vec![0.0; crate::timbre::OUTPUT_SIZE],
-        };
+            w_out: matrix(8, output),
+            b_out: vec![0.0; output],
+        }
+    }
+
+    #[test]
+    fn a_measured_cost_is_three_ordered_quantiles() {
+        let net = small_net(Role::Timbre);
         let cost = measure(&mut GruKernel::new(&net), Role::Timbre, 200);
-        assert!(cost.median_us > 0.0);
+        assert!(cost.median_us.is_finite() && cost.median_us >= 0.0);
         assert!(cost.median_us <= cost.p99_us && cost.p99_us <= cost.p999_us);
+    }
+
+    #[test]
+    fn every_preset_is_measured_unless_stopped() {
         let models = CostModels {
-            melody: Vec::new(),
-            timbres: vec![vec![net]],
+            melody: vec![small_net(Role::Melody); 2],
+            timbres: vec![vec![small_net(Role::Timbre); 2], Vec::new()],
         };
         let stop = AtomicBool::new(false);
-        let table = measure_presets(&models, &[0.5], 50, &stop).unwrap();
-        assert!(table.is_measured() && table.is_empty());
+        let table = measure_presets(&models, &[0.5, 0.25], 50, &stop).unwrap();
+        assert!(table.is_measured());
+        assert_eq!(table.shares(), &[0.5, 0.25]);
+        for preset in 0..2 {
+            let cost = table.cost(preset).unwrap();
+            assert!(cost.melody.p99_us.is_finite() && cost.timbre.p99_us.is_finite());
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(measure_presets(&models, &[0.5, 0.25], 50, &stop), None);
     }
 }
