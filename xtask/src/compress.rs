@@ -16,6 +16,9 @@ pub struct CompressArgs {
     /// The teacher: any ONNX step model with the melody contract.
     #[arg(long, default_value = "models/melody-teacher.onnx")]
     pub teacher: PathBuf,
+    /// A Wren GRU the candidates start from (default: the teacher).
+    #[arg(long)]
+    pub start: Option<PathBuf>,
     /// The buffer to fit, `block_size@sample_rate`.
     #[arg(long, default_value = "64@48000")]
     pub budget: String,
@@ -93,6 +96,7 @@ pub fn run(args: &CompressArgs, command: String) -> Result<()> {
     data.out_dir = args.out.clone();
     let config = SearchConfig {
         teacher: args.teacher.clone(),
+        start: args.start.clone(),
         block_size,
         sample_rate,
         voices: args.voices,

@@ -31,6 +31,10 @@ use crate::train::TrainConfig;
 pub struct SearchConfig {
     /// The teacher's ONNX file.
     pub teacher: PathBuf,
+    /// A Wren GRU whose weights every candidate starts from (pruned and
+    /// factorized); the teacher's when `None`. A teacher that is no Wren
+    /// GRU and no start: candidates start from fresh weights.
+    pub start: Option<PathBuf>,
     /// Samples per host buffer the result must fit.
     pub block_size: usize,
     /// Sample rate of that buffer.
@@ -209,8 +213,15 @@ pub fn run(config: &SearchConfig) -> Result<Outcome> {
         .with_context(|| format!("{} is no melody step model", config.teacher.display()))?;
     // A Wren GRU teacher is the starting point of every candidate; any
     // other graph teaches students that start from scratch.
-    let start = match import(&teacher_bytes) {
+    let start_bytes = match &config.start {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => teacher_bytes.clone(),
+    };
+    let start = match import(&start_bytes) {
         Ok(decoded) => decoded.net,
+        Err(e) if config.start.is_some() => {
+            return Err(e).context("the start model must be a Wren GRU step model")
+        }
         Err(_) => {
             let widest = config
                 .widths

@@ -22,6 +22,7 @@ fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
     data.dataset = models().join("data/melodies.tsv.gz");
     SearchConfig {
         teacher,
+        start: None,
         // Seconds per buffer: timing noise on a busy machine cannot decide
         // what fits; the byte cap does.
         block_size: 65_536,
