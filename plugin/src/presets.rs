@@ -65,6 +65,7 @@ pub const EMBEDDED: &[&str] = &[
     include_str!("../../presets/studio.toml"),
     include_str!("../../presets/balanced.toml"),
     include_str!("../../presets/live.toml"),
+    include_str!("../../presets/ultra.toml"),
 ];
 
 /// The embedded `auto` choice.

@@ -23,7 +23,7 @@ pub enum PresetChoice {
     #[id = "studio"]
     #[name = "studio"]
     Studio,
-    /// The distilled f32 student.
+    /// The factorized int8 teacher with f32 timbre students.
     #[id = "balanced"]
     #[name = "balanced"]
     Balanced,
@@ -31,6 +31,10 @@ pub enum PresetChoice {
     #[id = "live"]
     #[name = "live"]
     Live,
+    /// The factorized int8 student: the smallest.
+    #[id = "ultra"]
+    #[name = "ultra"]
+    Ultra,
 }
 
 impl PresetChoice {
