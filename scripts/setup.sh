@@ -24,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import pedalboard, dawdreamer, numpy, mido" 2>/dev/null; then
+if ! .venv/bin/python -c "import pedalboard, dawdreamer, numpy, mido, onnxruntime, onnx, matplotlib" 2>/dev/null; then
     echo "setup: installing Python packages into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -r tests/hosts/requirements.txt
 fi
