@@ -24,7 +24,8 @@ pub mod timbre;
 ///
 /// The cost of every preset is measured afterwards, on a background thread
 /// (see [`engine::Engine::measure_costs`]): loading takes no longer for it,
-/// and auto runs the cheapest preset until the costs are in. Allocates.
+/// and until the costs are in auto runs the preset meant for the buffer.
+/// Allocates.
 pub fn start_engine(sample_rate: f64, max_block: usize) -> Result<engine::Engine, String> {
     use model::kernel::GruKernel;
     let presets = presets::embedded();
@@ -56,10 +57,12 @@ pub fn start_engine(sample_rate: f64, max_block: usize) -> Result<engine::Engine
     let mut engine = engine::Engine::with_timbres(kernels, timbres, sample_rate, max_block)
         .map_err(|e| e.to_string())?;
     let shares: Vec<f64> = presets.iter().map(|p| p.budget_share).collect();
+    let buffers: Vec<f64> = presets.iter().map(|p| p.buffer_seconds()).collect();
     engine.set_auto_tuning(presets::auto().tuning);
     engine.set_costs(engine::cost::CostTable::unmeasured(&shares));
+    engine.set_preset_buffers(&buffers);
     if let Err(error) = engine.measure_costs(costs) {
-        log::warn!("costs not measured, auto runs the cheapest preset: {error}");
+        log::warn!("costs not measured, auto runs the preset meant for the buffer: {error}");
     }
     Ok(engine)
 }

@@ -92,7 +92,7 @@ impl Wren {
         let basis = if auto.measured {
             "the best that fits by the measured costs"
         } else {
-            "the cheapest until the costs are measured"
+            "meant for this buffer, until the costs are measured"
         };
         log::info!(
             "auto preset at {} samples and {} Hz: {} ({basis})",

@@ -196,6 +196,50 @@ fn auto_runs_the_best_preset_that_fits_every_common_buffer() {
     assert!(chosen.iter().all(|n| *n > 0), "{chosen:?}");
 }
 
+#[test]
+fn offline_auto_plays_the_preset_planned_for_the_buffer_whatever_the_costs() {
+    const RATE: f64 = 48_000.0;
+    let kernels = PITCHES.iter().map(|p| always_note(*p)).collect();
+    let mut engine = Engine::new(kernels, RATE).unwrap();
+    // By these costs every preset fits every buffer.
+    engine.set_costs(CostTable::measured(&[(0.5, cost(1.0, 0.1)); 4]));
+    let stated = [1024.0, 128.0, 64.0, 32.0].map(|samples| samples / RATE);
+    engine.set_preset_buffers(&stated);
+    for (block, planned) in [(512, 1), (2048, 0), (64, 2), (16, 3)] {
+        engine.configure(RATE, block);
+        assert_eq!(
+            engine.auto_status().running,
+            0,
+            "in real time the best fits"
+        );
+        let (mut left, mut right) = (vec![0.0; block], vec![0.0; block]);
+        let mut notes = Vec::new();
+        let mut position = 0;
+        while position < 12_000 {
+            let host = transport(true, position, RATE);
+            let mut midi_out = |event: NoteEvent| {
+                if let NoteEvent::On { note, .. } = event {
+                    notes.push(note);
+                }
+            };
+            engine.process(
+                &host,
+                &settings(),
+                &[],
+                true,
+                &mut left,
+                &mut right,
+                &mut midi_out,
+            );
+            position += block;
+        }
+        assert!(!notes.is_empty());
+        let expected = PITCHES[planned];
+        assert!(notes.iter().all(|n| *n == expected), "{block}: {notes:?}");
+        assert_eq!(engine.variant(), planned);
+    }
+}
+
 fn engine_workload(block: usize, sample_rate: f64) -> wren::engine::cost::Workload {
     wren::engine::cost::Workload {
         block_size: block,

@@ -106,7 +106,8 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
             }
             sent
         };
-    for variant in 0..3 {
+    let presets = wren::presets::embedded().len();
+    for variant in 0..presets {
         run_blocks(&mut engine, 3000, Some(variant), Mode::Generate);
     }
     // The costs are measured on a background thread, which allocates: it
@@ -122,14 +123,17 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
     run_blocks(&mut engine, 1, None, Mode::Generate);
     assert!(engine.auto_status().measured);
     // Every preset fits, so auto starts at the best and has room to step down.
-    engine.set_costs(CostTable::measured(&[(0.5, PresetCost::default()); 3]));
+    engine.set_costs(CostTable::measured(&vec![
+        (0.5, PresetCost::default());
+        presets
+    ]));
     let steps_before = engine.stats().played_steps;
     let frames_before = engine.inference_stats().frames.load(Ordering::SeqCst);
     let step_downs_before = engine.auto_status().step_downs;
 
     COUNTING.store(true, Ordering::SeqCst);
     let mut notes = 0;
-    for variant in 0..3 {
+    for variant in 0..presets {
         notes += run_blocks(&mut engine, 3000, Some(variant), Mode::Generate);
         notes += run_blocks(&mut engine, 3000, Some(variant), Mode::Continue);
     }

@@ -32,8 +32,8 @@ pub struct RenderArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Compression preset: auto (offline, where nothing is late, the best:
-    /// studio), studio, balanced or live.
+    /// Compression preset: auto (here, offline and without a buffer, studio),
+    /// studio, balanced, live or ultra.
     #[arg(long, default_value = wren::presets::DEFAULT)]
     pub preset: String,
     /// Sampling temperature.

@@ -4,7 +4,10 @@
 //!
 //! Choosing happens when the buffer changes ([`Auto::set_buffer`]) and when
 //! a cost table arrives ([`Auto::set_table`]): the best preset that fits
-//! runs. [`Auto::update`] runs once per block. A block in which late work
+//! runs. Until costs are measured, and in offline renders, the plan stands
+//! in for them: the best preset meant for a buffer no longer than the
+//! host's, by the buffer each preset states ([`Auto::planned`]), the same
+//! on every machine. [`Auto::update`] runs once per block. A block in which late work
 //! shows up is a strike; [`Tuning::strikes`] strikes with no calm spell of
 //! [`Tuning::forget_seconds`] between them step down one preset. After a
 //! calm wait auto steps back up, never above the best preset that fits. The
@@ -16,7 +19,7 @@
 
 use serde::Deserialize;
 
-use super::cost::{CostTable, Workload};
+use super::cost::{CostTable, Workload, MAX_PRESETS};
 
 /// How auto plans and reacts, from `presets/auto.toml`.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -45,8 +48,8 @@ impl Default for Tuning {
 /// What auto is doing, for tests, logs and displays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AutoStatus {
-    /// The best preset that fits the buffer by the cost table (the
-    /// cheapest if none does).
+    /// The best preset that fits the buffer by the measured costs (the
+    /// cheapest if none does); until they are measured, the planned one.
     pub fit: usize,
     /// The preset auto runs now.
     pub running: usize,
@@ -64,6 +67,9 @@ pub struct Auto {
     tuning: Tuning,
     table: CostTable,
     workload: Workload,
+    /// The buffer each preset is meant for, in seconds, best first.
+    stated: [f64; MAX_PRESETS],
+    stated_len: usize,
     fit: usize,
     running: usize,
     /// Late steps and frames counted so far, as last seen.
@@ -97,6 +103,8 @@ impl Auto {
             tuning,
             table,
             workload,
+            stated: [0.0; MAX_PRESETS],
+            stated_len: 0,
             fit: 0,
             running: 0,
             last_late: 0,
@@ -127,6 +135,28 @@ impl Auto {
     pub fn set_table(&mut self, table: CostTable) {
         self.table = table;
         self.choose();
+    }
+
+    /// Takes the buffer each preset is meant for (seconds, best first) and
+    /// chooses again.
+    pub fn set_stated_buffers(&mut self, seconds: &[f64]) {
+        self.stated_len = seconds.len().min(MAX_PRESETS);
+        self.stated[..self.stated_len].copy_from_slice(&seconds[..self.stated_len]);
+        self.choose();
+    }
+
+    /// The preset planned for the buffer without measured costs: the best
+    /// one meant for a buffer no longer than it; the cheapest if there is
+    /// none, or if no preset states its buffer. A buffer of 0 samples (an
+    /// offline render without a deadline) gets the best. Real-time safe.
+    pub fn planned(&self) -> usize {
+        if self.workload.block_size == 0 {
+            return 0;
+        }
+        let seconds = self.workload.seconds();
+        (0..self.stated_len.min(self.table.len()))
+            .find(|&preset| self.stated[preset] <= seconds)
+            .unwrap_or(self.table.cheapest())
     }
 
     /// Takes new tuning and chooses again.
@@ -205,9 +235,14 @@ impl Auto {
         self.running
     }
 
-    /// Runs the best preset that fits, and starts counting afresh.
+    /// Runs the best preset that fits (the planned one until costs are
+    /// measured), and starts counting afresh.
     fn choose(&mut self) {
-        self.fit = self.table.choose(&self.workload);
+        self.fit = if self.table.is_measured() {
+            self.table.choose(&self.workload)
+        } else {
+            self.planned()
+        };
         self.running = self.fit;
         self.changed();
     }
@@ -224,13 +259,15 @@ impl Auto {
         }
     }
 
-    /// After a calm wait: back up to the nearest better preset that fits,
-    /// or, already at the best that fits, a shorter wait next time.
+    /// After a calm wait: back up to the nearest better preset that fits
+    /// (any up to the planned one, before costs are measured), or, already
+    /// at the best that fits, a shorter wait next time.
     fn recover(&mut self) {
         self.calm = 0;
+        let measured = self.table.is_measured();
         let better = (self.fit..self.running)
             .rev()
-            .find(|&preset| self.table.fits(preset, &self.workload));
+            .find(|&preset| !measured || self.table.fits(preset, &self.workload));
         match better {
             Some(preset) => {
                 self.running = preset;
@@ -420,6 +457,41 @@ mod tests {
         assert_eq!(a.running(), 2);
         a.set_buffer(BLOCK, RATE, 8);
         assert_eq!(a.running(), 0);
+    }
+
+    #[test]
+    fn without_measured_costs_auto_plans_by_the_buffers_the_presets_state() {
+        let mut a = Auto::new(tuning(), CostTable::unmeasured(&[0.5; 3]), (BLOCK, RATE, 8));
+        assert_eq!(a.planned(), 2, "no preset states a buffer: the cheapest");
+        a.set_stated_buffers(&[0.020, 0.005, 0.001]);
+        // 480 samples at 48 kHz last 10 ms.
+        assert_eq!((a.planned(), a.running()), (1, 1));
+        a.set_buffer(960, RATE, 8);
+        assert_eq!(a.running(), 0);
+        a.set_buffer(24, RATE, 8);
+        assert_eq!(
+            a.running(),
+            2,
+            "shorter than every stated buffer: the cheapest"
+        );
+        a.set_buffer(0, RATE, 8);
+        assert_eq!(a.planned(), 0, "no deadline: the best");
+        // Measured costs take over; the plan stays what it was.
+        a.set_buffer(BLOCK, RATE, 8);
+        a.set_table(table(1));
+        assert_eq!((a.planned(), a.running()), (1, 2));
+    }
+
+    #[test]
+    fn before_costs_are_measured_auto_steps_back_up_to_the_plan_and_no_further() {
+        let mut a = Auto::new(tuning(), CostTable::unmeasured(&[0.5; 3]), (BLOCK, RATE, 8));
+        a.set_stated_buffers(&[0.020, 0.005, 0.001]);
+        let mut late = 0;
+        play(&mut a, &mut late, 20, true);
+        assert_eq!(a.running(), 2);
+        let trace = play(&mut a, &mut late, 3000, false);
+        assert_eq!(*trace.last().unwrap(), 1);
+        assert!(trace.iter().all(|p| *p >= 1));
     }
 
     #[test]

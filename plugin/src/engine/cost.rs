@@ -181,7 +181,12 @@ impl CostTable {
     pub fn choose(&self, workload: &Workload) -> usize {
         (0..self.len)
             .find(|&preset| self.fits(preset, workload))
-            .unwrap_or(self.len.saturating_sub(1))
+            .unwrap_or(self.cheapest())
+    }
+
+    /// The cheapest preset: the last.
+    pub fn cheapest(&self) -> usize {
+        self.len.saturating_sub(1)
     }
 }
 

@@ -71,8 +71,10 @@ pub struct Settings {
     /// unless `auto` is set.
     pub variant: usize,
     /// Let the engine choose the variant (the auto preset): the best that
-    /// fits the buffer by the cost table, stepped down while steps or frames
-    /// come late; offline, where nothing is late, the best (variant 0).
+    /// fits the buffer by the measured costs, stepped down while steps or
+    /// frames come late. Offline, and until costs are measured, it runs the
+    /// variant planned for the buffer from the buffers the presets state, so
+    /// that a render sounds the same on every machine.
     pub auto: bool,
     /// The voice.
     pub timbre: Timbre,
@@ -377,6 +379,14 @@ impl Engine {
         self.auto.set_table(table);
     }
 
+    /// Tells auto the buffer each preset is meant for (seconds, best first),
+    /// which it plans by until costs are measured and in offline renders,
+    /// and chooses again. Without them it plans for the cheapest. Call off
+    /// the audio thread.
+    pub fn set_preset_buffers(&mut self, seconds: &[f64]) {
+        self.auto.set_stated_buffers(seconds);
+    }
+
     /// Replaces auto's tuning and chooses again. Call off the audio thread.
     pub fn set_auto_tuning(&mut self, tuning: Tuning) {
         self.auto.set_tuning(tuning);
@@ -416,7 +426,7 @@ impl Engine {
             (true, false) => self.auto.update(late, frames),
             (true, true) => {
                 self.auto.follow(late);
-                0
+                self.auto.planned()
             }
             (false, _) => {
                 self.auto.follow(late);
