@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    // Read at run time: a build script binary reused from a shared target
+    // folder must embed this checkout's models, not those of the first.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("../models");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut models: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("the models folder is readable")
