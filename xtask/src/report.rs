@@ -55,13 +55,11 @@ struct Timing {
 
 impl Timing {
     fn of(times_us: &[f64]) -> Timing {
-        let mut sorted = times_us.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let cost = wren::engine::cost::Cost::of(times_us);
         Timing {
-            median: at(0.5),
-            p99: at(0.99),
-            p999: at(0.999),
+            median: cost.median_us,
+            p99: cost.p99_us,
+            p999: cost.p999_us,
         }
     }
 

@@ -45,6 +45,25 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// The median, p99 and p99.9 of step times in microseconds (0 for none).
+    /// Allocates a sorted copy.
+    pub fn of(times_us: &[f64]) -> Cost {
+        let mut sorted = times_us.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let quantile = |q: f64| {
+            let last = sorted.len().saturating_sub(1);
+            sorted
+                .get((last as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Cost {
+            median_us: quantile(0.5),
+            p99_us: quantile(0.99),
+            p999_us: quantile(0.999),
+        }
+    }
+
     /// The slower of two costs, compared at the 99th percentile.
     pub fn slower(self, other: Cost) -> Cost {
         if other.p99_us > self.p99_us {
@@ -208,13 +227,7 @@ pub fn measure(kernel: &mut GruKernel, role: Role, steps: usize) -> Cost {
             times.push(started.elapsed().as_secs_f64() * 1e6);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    Cost {
-        median_us: quantile(0.5),
-        p99_us: quantile(0.99),
-        p999_us: quantile(0.999),
-    }
+    Cost::of(&times)
 }
 
 /// The networks whose costs are measured: each preset's melody network,
