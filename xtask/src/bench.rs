@@ -4,13 +4,12 @@
 //! half of the buffer's time budget at common buffer sizes and sample rates.
 
 use anyhow::Result;
-use wren::engine::cost::{measure, WARM_UP_STEPS};
+use wren::engine::cost::{measure, Cost, WARM_UP_STEPS};
 use wren::engine::harmonic::{hop_for, FrameParams, HarmonicSynth, HARMONICS};
 use wren::engine::models::Role;
 use wren::model::kernel::GruKernel;
 use wren::model::onnx::TractStep;
 
-use crate::render::percentile;
 use crate::ALLOCATOR;
 
 /// Options of the benchmark.
@@ -115,7 +114,7 @@ fn synth_us_per_sample(sample_rate: f32) -> f64 {
             times.push(t.elapsed().as_secs_f64() * 1e6 / block.len() as f64);
         }
     }
-    percentile(&times, 0.5)
+    Cost::of(&times).median_us
 }
 
 /// Voices of each timbre variant that fit in [`SHARE`] of the buffer's time
@@ -170,12 +169,13 @@ fn voice_budget(rows: &[Row]) {
 }
 
 fn row(model: &str, engine: &'static str, times: &[f64], allocations: f64) -> Row {
+    let cost = Cost::of(times);
     Row {
         model: model.into(),
         engine,
-        median: percentile(times, 0.5),
-        p99: percentile(times, 0.99),
-        p999: percentile(times, 0.999),
+        median: cost.median_us,
+        p99: cost.p99_us,
+        p999: cost.p999_us,
         allocations,
     }
 }

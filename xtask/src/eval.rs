@@ -7,11 +7,11 @@ use wren::engine::models::Role;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use wren::melody::dataset::{read_dataset, Split};
-use wren::melody::ngram::{argmax, NGram};
+use wren::melody::ngram::NGram;
 use wren::melody::smf::read_melody;
-use wren::melody::tokens::{write_input, Melody, Token, VOCAB};
-use wren::model::kernel::GruKernel;
+use wren::melody::tokens::Melody;
 use wren_pipeline::batches::transposed_copies;
+use wren_pipeline::compress::kernel_nll;
 
 /// Files to evaluate on.
 #[derive(clap::Args, Debug)]
@@ -32,32 +32,6 @@ struct Score {
     steps: usize,
 }
 
-/// NLL (nats per step) and accuracy of a kernel over melodies.
-pub fn score_kernel(kernel: &mut GruKernel, melodies: &[Melody]) -> (f64, f64, usize) {
-    let shape = kernel.shape();
-    let (mut x, mut y) = (vec![0.0; shape.input], vec![0.0; VOCAB]);
-    let (mut nll, mut correct, mut steps) = (0.0, 0usize, 0usize);
-    for melody in melodies {
-        let mut state = vec![0.0; shape.state()];
-        let mut previous = Token::Rest;
-        for (i, token) in melody.tokens.iter().enumerate() {
-            write_input(&mut x, previous, melody.step_in_bar(i), melody.meter);
-            kernel.step(&x, &mut state, &mut y);
-            let max = y.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
-            let log_sum = y.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln() + max;
-            nll += log_sum - y[token.index()] as f64;
-            correct += (argmax(&y) == token.index()) as usize;
-            steps += 1;
-            previous = *token;
-        }
-    }
-    (
-        nll / steps.max(1) as f64,
-        correct as f64 / steps.max(1) as f64,
-        steps,
-    )
-}
-
 /// Runs the command.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let mut melodies = Vec::new();
@@ -71,7 +45,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             continue;
         }
         let model = wren::engine::models::load_model(name, bytes)?;
-        let (nll, accuracy, steps) = score_kernel(&mut GruKernel::new(&model.net), &melodies);
+        let refs: Vec<&Melody> = melodies.iter().collect();
+        let (nll, accuracy) = kernel_nll(&model.net, &refs);
+        let steps = melodies.iter().map(|m| m.tokens.len()).sum();
         scores.push(Score {
             model: name.into(),
             nll_per_step: nll,

@@ -421,13 +421,6 @@ pub fn step_latency(variant: usize) -> Result<(f64, f64)> {
     Ok((cost.median_us, cost.p99_us))
 }
 
-/// The `q` quantile of samples (sorted copy).
-pub fn percentile(samples: &[f64], q: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 /// Writes mono audio as a 16-bit WAV file.
 pub fn write_wav(path: &Path, audio: &[f32], sample_rate: u32) -> Result<()> {
     let spec = hound::WavSpec {

@@ -7,6 +7,7 @@
 //! soft targets, keeping the structure (masks, factors, int8 grid) fixed.
 
 use candle_core::{Device, Result as CandleResult, Tensor};
+use wren::melody::ngram::argmax;
 use wren::melody::tokens::{write_input, Melody, Token, INPUT_SIZE, VOCAB};
 use wren::model::kernel::GruKernel;
 use wren::model::onnx::{import, ModelError, TractStep};
@@ -33,10 +34,7 @@ pub fn kernel_nll(net: &GruNet, melodies: &[&Melody]) -> (f64, f64) {
             let max = y.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
             let log_sum = y.iter().map(|v| ((v - max) as f64).exp()).sum::<f64>().ln();
             nll += log_sum - (y[target.index()] - max) as f64;
-            let best = (0..VOCAB)
-                .max_by(|a, b| y[*a].total_cmp(&y[*b]))
-                .unwrap_or(0);
-            correct += (best == target.index()) as usize;
+            correct += (argmax(&y) == target.index()) as usize;
             steps += 1;
         }
     }

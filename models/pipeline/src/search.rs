@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -104,8 +105,9 @@ impl std::fmt::Display for Candidate {
 pub struct Measured {
     /// Where in the space it lies.
     pub candidate: Candidate,
-    /// Its starting weights (from the teacher, or fresh).
-    pub net: GruNet,
+    /// Its starting weights (from the teacher, or fresh), shared by the
+    /// candidates that differ only in sparsity.
+    pub net: Arc<GruNet>,
     /// Weight bytes as it will ship (sparsity saves none: kernels are dense).
     pub bytes: usize,
     /// Parameters stored.
@@ -163,13 +165,17 @@ fn measure_candidates(
     for (i, &width) in config.widths.iter().enumerate() {
         let narrow = shrink(start, width);
         for (j, &energy) in config.energies.iter().enumerate() {
-            let net = if energy < 1.0 {
+            let net = Arc::new(if energy < 1.0 {
                 factorize_net(&narrow, energy)
             } else {
                 narrow.clone()
-            };
+            });
             for &int8 in &config.int8 {
-                let shipped = if int8 { net.quantized() } else { net.clone() };
+                let shipped = if int8 {
+                    net.quantized()
+                } else {
+                    GruNet::clone(&net)
+                };
                 let cost = measure(
                     &mut GruKernel::new(&shipped),
                     Role::Melody,
@@ -189,7 +195,7 @@ fn measure_candidates(
                             sparsity,
                             int8,
                         },
-                        net: net.clone(),
+                        net: Arc::clone(&net),
                         bytes,
                         parameters: shipped.parameters(),
                         cost,
@@ -211,18 +217,19 @@ pub fn run(config: &SearchConfig) -> Result<Outcome> {
         .with_context(|| format!("reading the teacher {}", config.teacher.display()))?;
     let teacher = Teacher::load(&teacher_bytes, &device)
         .with_context(|| format!("{} is no melody step model", config.teacher.display()))?;
-    // A Wren GRU teacher is the starting point of every candidate; any
-    // other graph teaches students that start from scratch.
-    let start_bytes = match &config.start {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        None => teacher_bytes.clone(),
-    };
-    let start = match import(&start_bytes) {
-        Ok(decoded) => decoded.net,
-        Err(e) if config.start.is_some() => {
-            return Err(e).context("the start model must be a Wren GRU step model")
+    // A start model, else a Wren GRU teacher, is the starting point of every
+    // candidate; a teacher of any other graph teaches students that start
+    // from scratch.
+    let start = match (&config.start, &teacher) {
+        (Some(path), _) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            import(&bytes)
+                .context("the start model must be a Wren GRU step model")?
+                .net
         }
-        Err(_) => {
+        (None, Teacher::Gru(net)) => net.to_gru_net()?,
+        (None, Teacher::Onnx(_)) => {
             let widest = config
                 .widths
                 .iter()
