@@ -1,22 +1,35 @@
 //! `cargo xtask compress`: search widths, ranks, sparsities and precisions
-//! of the melody network for the best model that fits a buffer budget on
-//! this machine; writes the model, its manifest entry, golden outputs and a
-//! preset.
+//! of the melody network, or of each instrument's timbre network, for the
+//! best model that fits a buffer budget on this machine; writes the models,
+//! their manifest entries, golden outputs and a preset.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use wren_pipeline::melody::PipelineConfig;
-use wren_pipeline::search::{run as search, SearchConfig};
+use wren_pipeline::search::{run as search, Network, SearchConfig};
+use wren_pipeline::timbre::data;
+use wren_pipeline::timbre::pipeline::TimbreConfig;
 use wren_pipeline::train::TrainConfig;
 
 /// Options of the search.
 #[derive(clap::Args, Debug)]
 pub struct CompressArgs {
-    /// The teacher: any ONNX step model with the melody contract.
-    #[arg(long, default_value = "models/melody-teacher.onnx")]
-    pub teacher: PathBuf,
-    /// A Wren GRU the candidates start from (default: the teacher).
+    /// The network to compress: melody, or timbre (every instrument, or
+    /// those named by --instrument).
+    #[arg(long, default_value = "melody")]
+    pub network: String,
+    /// Timbre instruments searched (flute, violin, trumpet); all by default.
+    #[arg(long = "instrument")]
+    pub instruments: Vec<String>,
+    /// The teacher: any ONNX step model with the network's contract. In a
+    /// timbre search `{instrument}` stands for each instrument's name.
+    /// Default: models/melody-teacher.onnx, or
+    /// models/timbre-{instrument}-teacher.onnx.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// A Wren GRU the candidates start from (default: the teacher), named
+    /// like the teacher.
     #[arg(long)]
     pub start: Option<PathBuf>,
     /// The buffer to fit, `block_size@sample_rate`.
@@ -28,14 +41,18 @@ pub struct CompressArgs {
     /// Share of the buffer's duration inference may use.
     #[arg(long, default_value_t = 0.5)]
     pub share: f64,
-    /// The timbre variant the preset pairs with.
+    /// The timbre variant a melody search's preset pairs with.
     #[arg(long, default_value = "student-int8")]
     pub timbre: String,
+    /// The melody model a timbre search's preset pairs with.
+    #[arg(long, default_value = "melody-student-int8")]
+    pub melody: String,
     /// Largest weight bytes allowed.
     #[arg(long)]
     pub max_bytes: Option<usize>,
-    /// Hidden widths tried.
-    #[arg(long, value_delimiter = ',', default_value = "512,384,256,192,144")]
+    /// Hidden widths tried. Default: 512,384,256,192,144 for the melody
+    /// network, 512,256,128,96,64 for timbre.
+    #[arg(long, value_delimiter = ',')]
     pub widths: Vec<usize>,
     /// Retained SVD energies tried (1 = dense).
     #[arg(long, value_delimiter = ',', default_value = "1,0.9,0.75,0.5")]
@@ -52,7 +69,8 @@ pub struct CompressArgs {
     /// Fine-tuning steps per finalist.
     #[arg(long, default_value_t = 250)]
     pub steps: usize,
-    /// Name of the model written.
+    /// Name of the model written; in a timbre search the variant, written
+    /// as timbre-<instrument>-<name>.
     #[arg(long, default_value = "melody-compact")]
     pub name: String,
     /// Name of the preset written to `presets/<preset>.toml`.
@@ -92,19 +110,63 @@ pub fn run(args: &CompressArgs, command: String) -> Result<()> {
             other => anyhow::bail!("precision {other:?}: f32 or int8"),
         })
         .collect::<Result<Vec<bool>>>()?;
-    let mut data = PipelineConfig::full(command);
-    data.out_dir = args.out.clone();
+    let melody = match args.network.as_str() {
+        "melody" => true,
+        "timbre" => false,
+        other => anyhow::bail!("network {other:?}: melody or timbre"),
+    };
+    let network = if melody {
+        let mut data = PipelineConfig::full(command);
+        data.out_dir = args.out.clone();
+        Network::Melody(data)
+    } else {
+        let mut data = TimbreConfig::full(command);
+        data.out_dir = args.out.clone();
+        if !args.instruments.is_empty() {
+            data.instruments = args
+                .instruments
+                .iter()
+                .map(|name| {
+                    data::instrument(name).with_context(|| {
+                        format!("no instrument {name:?}; there are flute, violin and trumpet")
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+        Network::Timbre(data)
+    };
+    let (teacher, widths, pair, window): (&str, &[usize], &String, usize) = if melody {
+        (
+            "models/melody-teacher.onnx",
+            &[512, 384, 256, 192, 144],
+            &args.timbre,
+            64,
+        )
+    } else {
+        (
+            "models/timbre-{instrument}-teacher.onnx",
+            &[512, 256, 128, 96, 64],
+            &args.melody,
+            128,
+        )
+    };
+    let widths = if args.widths.is_empty() {
+        widths.to_vec()
+    } else {
+        args.widths.clone()
+    };
     let config = SearchConfig {
-        teacher: args.teacher.clone(),
+        network,
+        teacher: args.teacher.clone().unwrap_or_else(|| teacher.into()),
         start: args.start.clone(),
         block_size,
         sample_rate,
         voices: args.voices,
         share: args.share,
         tempo: 300.0,
-        timbre: args.timbre.clone(),
+        pair: pair.clone(),
         max_bytes: args.max_bytes,
-        widths: args.widths.clone(),
+        widths,
         energies: args.energies.clone(),
         sparsities: args.sparsities.clone(),
         int8,
@@ -114,8 +176,8 @@ pub fn run(args: &CompressArgs, command: String) -> Result<()> {
             hidden: 0,
             layers: 0,
             steps: args.steps,
-            batch: 32,
-            window: 64,
+            batch: if melody { 32 } else { 16 },
+            window,
             learning_rate: 1e-3,
             dropout: 0.0,
             seed: 7,
@@ -124,17 +186,19 @@ pub fn run(args: &CompressArgs, command: String) -> Result<()> {
         name: args.name.clone(),
         preset: args.preset.clone(),
         preset_dir: args.preset_dir.clone(),
-        data,
     };
-    let outcome = search(&config)?;
-    let fitting = outcome.measured.iter().filter(|m| m.fits).count();
-    println!(
-        "{} candidates, {fitting} fit {}: {} ({} bytes, test NLL {:.4})",
-        outcome.measured.len(),
-        args.budget,
-        outcome.winner,
-        outcome.net.bytes(),
-        outcome.test_nll
-    );
+    let quality = if melody { "test NLL" } else { "test LSD dB" };
+    for outcome in search(&config)? {
+        let fitting = outcome.measured.iter().filter(|m| m.fits).count();
+        println!(
+            "{}: {} candidates, {fitting} fit {}: {} ({} bytes, {quality} {:.4})",
+            outcome.model,
+            outcome.measured.len(),
+            args.budget,
+            outcome.winner,
+            outcome.net.bytes(),
+            outcome.quality
+        );
+    }
     Ok(())
 }

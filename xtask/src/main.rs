@@ -81,7 +81,7 @@ enum Command {
     /// Re-export every int8 model from its f32 source and measure it again.
     Requantize,
     /// Search the melody network's compressions for the best that fits a buffer budget.
-    Compress(compress::CompressArgs),
+    Compress(Box<compress::CompressArgs>),
     /// Rebuild the melody dataset from the music21 corpus.
     Data,
     /// Render and analyse the timbre data from the soundfont; print its counts.

@@ -243,8 +243,8 @@ pub fn sparsity_at(step: usize, steps: usize, target: f64) -> f64 {
     target * (1.0 - (1.0 - t).powi(3))
 }
 
-/// A teacher for distillation: any ONNX step model with the melody
-/// network's input and output widths.
+/// A teacher for distillation: any ONNX step model with the student's input
+/// and output widths.
 pub enum Teacher {
     /// A Wren GRU file, run batched in candle (fast).
     Gru(StepNet),
@@ -253,49 +253,75 @@ pub enum Teacher {
 }
 
 impl Teacher {
-    /// Reads a teacher from ONNX bytes: a Wren GRU runs in candle; any other
-    /// graph with inputs `x [1, I]`, `h [1, S]` and outputs `y [1, O]`,
+    /// Reads a teacher from ONNX bytes for a network that reads `input` and
+    /// writes `output` values: a Wren GRU runs in candle; any other graph
+    /// with inputs `x [1, I]`, `h [1, S]` and outputs `y [1, O]`,
     /// `h_next [1, S]` runs in tract.
-    pub fn load(bytes: &[u8], device: &Device) -> Result<Teacher, ModelError> {
-        if let Ok(decoded) = import(bytes) {
-            let net = StepNet::from_gru_net(&decoded.net, device)
-                .map_err(|e| ModelError::Tract(e.to_string()))?;
-            return Ok(Teacher::Gru(net));
-        }
-        let tract = TractStep::load_any(bytes)?;
-        let (input, output) = tract.widths();
-        if (input, output) != (INPUT_SIZE, VOCAB) {
+    pub fn load(
+        bytes: &[u8],
+        (input, output): (usize, usize),
+        device: &Device,
+    ) -> Result<Teacher, ModelError> {
+        let (teacher, widths) = match import(bytes) {
+            Ok(decoded) => {
+                let shape = decoded.net.shape();
+                let net = StepNet::from_gru_net(&decoded.net, device)
+                    .map_err(|e| ModelError::Tract(e.to_string()))?;
+                (Teacher::Gru(net), (shape.input, shape.output))
+            }
+            Err(_) => {
+                let tract = TractStep::load_any(bytes)?;
+                let widths = tract.widths();
+                (Teacher::Onnx(tract), widths)
+            }
+        };
+        if widths != (input, output) {
             return Err(ModelError::Contract(format!(
-                "a melody teacher reads {INPUT_SIZE} and writes {VOCAB} values, this one {input} \
-                 and {output}"
+                "the student reads {input} and writes {output} values, this teacher {} and {}",
+                widths.0, widths.1
             )));
         }
-        Ok(Teacher::Onnx(tract))
+        Ok(teacher)
     }
 
-    /// Logits `[batch * len, VOCAB]` for a batch.
-    pub fn logits(&self, batch: &Batch, device: &Device) -> CandleResult<Tensor> {
+    /// Outputs `[batch * len, O]` for dense inputs `[batch, len, I]`, each
+    /// sequence run from the zero state.
+    pub fn outputs(&self, x: &Tensor, device: &Device) -> CandleResult<Tensor> {
         match self {
-            Teacher::Gru(net) => Ok(net.forward(batch, None, device)?.detach()),
+            Teacher::Gru(net) => Ok(net.forward_dense(x, None, device)?.detach()),
             Teacher::Onnx(tract) => {
-                let mut out = Vec::with_capacity(batch.batch * batch.len * VOCAB);
-                let mut x = vec![0.0; INPUT_SIZE];
-                for b in 0..batch.batch {
+                let (batch, len, _) = x.dims3()?;
+                let mut out = Vec::new();
+                for sequence in x.to_vec3::<f32>()? {
                     let mut state = vec![0.0; tract.state_width()];
-                    for t in 0..batch.len {
-                        let at = b * batch.len + t;
-                        x.fill(0.0);
-                        for row in [batch.previous[at], batch.position[at], batch.meter[at]] {
-                            x[row as usize] = 1.0;
-                        }
+                    for row in &sequence {
                         let (y, next) = tract
-                            .run(&x, &state)
+                            .run(row, &state)
                             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                         out.extend(y);
                         state = next;
                     }
                 }
-                Tensor::from_vec(out, (batch.batch * batch.len, VOCAB), device)
+                let width = out.len() / (batch * len).max(1);
+                Tensor::from_vec(out, (batch * len, width), device)
+            }
+        }
+    }
+
+    /// Melody logits `[batch * len, VOCAB]` for a batch of tokens.
+    pub fn logits(&self, batch: &Batch, device: &Device) -> CandleResult<Tensor> {
+        match self {
+            Teacher::Gru(net) => Ok(net.forward(batch, None, device)?.detach()),
+            Teacher::Onnx(_) => {
+                let steps = batch.batch * batch.len;
+                let mut x = vec![0.0f32; steps * INPUT_SIZE];
+                for (at, row) in x.chunks_exact_mut(INPUT_SIZE).enumerate() {
+                    for one in [batch.previous[at], batch.position[at], batch.meter[at]] {
+                        row[one as usize] = 1.0;
+                    }
+                }
+                let x = Tensor::from_vec(x, (batch.batch, batch.len, INPUT_SIZE), device)?;
+                self.outputs(&x, device)
             }
         }
     }
@@ -310,32 +336,88 @@ pub struct Plan {
     pub scope: PruneScope,
     /// Quantization-aware: forward passes see int8-rounded weights.
     pub int8: bool,
-    /// Weight `a` of the ground-truth cross-entropy; `1 - a` goes to the
-    /// teacher's soft targets at temperature `temperature`.
-    pub alpha: f64,
-    /// Softmax temperature of the soft targets.
-    pub temperature: f64,
 }
 
-/// Fine-tunes `start` on the training melodies with the teacher's soft targets, keeping
-/// its factors, pruning to the plan's sparsity and (for an int8 plan)
-/// training through the int8 grid. Returns the weights best on the
-/// validation melodies
-/// (scored by the real-time kernel, int8 arithmetic included) with masks
+/// What a fine-tuning run learns from and how it scores weights.
+pub trait Objective {
+    /// The loss of one training batch (the teacher's targets included) and
+    /// the figure to report.
+    fn loss(&mut self, net: &StepNet, config: &TrainConfig) -> CandleResult<(Tensor, f64)>;
+    /// The validation loss of weights as they ship (lower is better),
+    /// computed by the real-time kernel, with a line to show.
+    fn score(&self, net: &GruNet) -> CandleResult<(f64, String)>;
+}
+
+/// The melody objective: cross-entropy on the melodies blended with the
+/// teacher's soft targets, scored by kernel NLL.
+pub struct MelodyObjective<'a> {
+    teacher: &'a Teacher,
+    sampler: WindowSampler<'a>,
+    valid: &'a [&'a Melody],
+    dropout_rng: Rng,
+    alpha: f64,
+    temperature: f64,
+    device: Device,
+}
+
+impl<'a> MelodyObjective<'a> {
+    /// Weight `alpha` goes to the ground-truth cross-entropy, `1 - alpha` to
+    /// the teacher's soft targets at `temperature`.
+    pub fn new(
+        teacher: &'a Teacher,
+        (alpha, temperature): (f64, f64),
+        (train, valid): (&'a [&'a Melody], &'a [&'a Melody]),
+        config: &TrainConfig,
+        device: &Device,
+    ) -> Self {
+        MelodyObjective {
+            teacher,
+            sampler: WindowSampler::new(train, config.window, config.seed),
+            valid,
+            dropout_rng: Rng::new(config.seed ^ 0xd0d0),
+            alpha,
+            temperature,
+            device: device.clone(),
+        }
+    }
+}
+
+impl Objective for MelodyObjective<'_> {
+    fn loss(&mut self, net: &StepNet, config: &TrainConfig) -> CandleResult<(Tensor, f64)> {
+        let device = &self.device;
+        let batch = self.sampler.next_batch(config.batch, config.window);
+        let dropout = Some((config.dropout, &mut self.dropout_rng));
+        let logits = net.forward(&batch, dropout, device)?;
+        let hard = cross_entropy(&logits, &batch, device)?;
+        let reported = hard.to_scalar::<f32>()? as f64;
+        let soft_targets = self.teacher.logits(&batch, device)?;
+        let soft = distillation_loss(&logits, &soft_targets, self.temperature, &batch, device)?;
+        let loss = ((&hard * self.alpha)? + (soft * (1.0 - self.alpha))?)?;
+        Ok((loss, reported))
+    }
+
+    fn score(&self, net: &GruNet) -> CandleResult<(f64, String)> {
+        let (nll, accuracy) = kernel_nll(net, self.valid);
+        Ok((nll, format!("valid NLL {nll:.4} acc {accuracy:.3}")))
+    }
+}
+
+/// Fine-tunes `start` on an objective, keeping its factors, pruning to the
+/// plan's sparsity and (for an int8 plan) training through the int8 grid.
+/// Returns the weights best on the objective's validation score (as the
+/// real-time kernel computes it, int8 arithmetic included) with masks
 /// applied and, for an int8 plan, quantized.
 pub fn fine_tune(
     label: &str,
     config: &TrainConfig,
     start: &GruNet,
     plan: Plan,
-    teacher: &Teacher,
-    (train, valid): (&[&Melody], &[&Melody]),
+    objective: &mut impl Objective,
     device: &Device,
 ) -> CandleResult<Trained> {
     let net = StepNet::from_gru_net(start, device)?;
     net.set_fake_int8(plan.int8);
-    let mut sampler = WindowSampler::new(train, config.window, config.seed);
-    let mut dropout_rng = Rng::new(config.seed ^ 0xd0d0);
+    let objective = std::cell::RefCell::new(objective);
     let step = std::cell::Cell::new(0usize);
     let loss = |net: &StepNet| -> CandleResult<(Tensor, f64)> {
         let now = step.get();
@@ -344,16 +426,7 @@ pub fn fine_tune(
             prune_by_magnitude(net, target, plan.scope)?;
         }
         step.set(now + 1);
-        let batch = sampler.next_batch(config.batch, config.window);
-        let logits = net.forward(&batch, Some((config.dropout, &mut dropout_rng)), device)?;
-        let hard = cross_entropy(&logits, &batch, device)?;
-        let reported = hard.to_scalar::<f32>()? as f64;
-        let soft_targets = teacher.logits(&batch, device)?;
-        let soft = distillation_loss(&logits, &soft_targets, plan.temperature, &batch, device)?;
-        Ok((
-            ((&hard * plan.alpha)? + (soft * (1.0 - plan.alpha))?)?,
-            reported,
-        ))
+        objective.borrow_mut().loss(net, config)
     };
     let finish = |net: &StepNet| -> CandleResult<GruNet> {
         // fit keeps f32 checkpoints (masks applied); int8 is applied last.
@@ -361,11 +434,10 @@ pub fn fine_tune(
         Ok(if plan.int8 { dense.quantized() } else { dense })
     };
     let validate = |net: &StepNet| -> CandleResult<(f64, String)> {
-        let (nll, accuracy) = kernel_nll(&finish(net)?, valid);
-        let line = format!("valid NLL {nll:.4} acc {accuracy:.3}");
+        let (score, line) = objective.borrow().score(&finish(net)?)?;
         // Until pruning reaches its target, a checkpoint is not a candidate.
         let pruned = plan.sparsity == 0.0 || step.get() >= (config.steps * 3 / 4).max(1);
-        Ok((if pruned { nll } else { f64::INFINITY }, line))
+        Ok((if pruned { score } else { f64::INFINITY }, line))
     };
     let trained = fit(label, config, net, loss, validate)?;
     Ok(Trained {

@@ -1,16 +1,18 @@
-//! The automated compression search for the melody network.
+//! The automated compression search, for the melody network or the timbre
+//! network of each instrument.
 //!
 //! Given a teacher (any ONNX step model), a buffer budget and the voices the
-//! timbre network must also serve, it builds candidates over width
-//! (structured pruning), rank (truncated SVD by retained energy), sparsity
-//! (gradual magnitude pruning) and precision (f32 or int8), measures each
-//! one's step cost on this machine with the real-time kernel, keeps those
-//! that fit, fine-tunes the most promising ones with the teacher's soft
-//! targets and writes the best on validation: the ONNX file, its manifest
-//! entry, golden outputs and a preset.
+//! timbre network must serve, it builds candidates over width (structured
+//! pruning), rank (truncated SVD by retained energy), sparsity (gradual
+//! magnitude pruning) and precision (f32 or int8), measures each one's step
+//! cost on this machine with the real-time kernel (the other network's
+//! paired variant takes its share of the same budget), keeps those that fit,
+//! fine-tunes the most promising ones with the teacher's targets and writes
+//! the best on validation: the ONNX file, its manifest entry, golden outputs
+//! and a preset.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -21,20 +23,48 @@ use wren::model::kernel::GruKernel;
 use wren::model::onnx::import;
 use wren::model::GruNet;
 
-use crate::compress::{factorize_net, fine_tune, kernel_nll, shrink, Plan, PruneScope, Teacher};
+use crate::compress::{
+    factorize_net, fine_tune, kernel_nll, shrink, MelodyObjective, Objective, Plan, PruneScope,
+    Teacher,
+};
 use crate::export::{read_manifest, write_manifest, write_model, Shipping};
 use crate::melody::{load_data, melody_golden, refs, PipelineConfig};
 use crate::net::StepNet;
-use crate::train::TrainConfig;
+use crate::timbre::data::{load_soundfont, Instrument};
+use crate::timbre::pipeline::{distances, play, record_instrument, timbre_golden, TimbreConfig};
+use crate::timbre::train::{FrameSet, TimbreObjective};
+use crate::train::{TrainConfig, Trained};
+
+/// Distillation settings of the melody search: weight of the ground truth,
+/// softmax temperature of the teacher's targets.
+const MELODY_DISTILL: (f64, f64) = (0.5, 2.0);
+
+/// Share of the analysed targets in the timbre search's blend; the rest is
+/// the teacher's outputs.
+const TIMBRE_BLEND: f64 = 0.5;
+
+/// Which network a search compresses, with its data.
+#[derive(Clone, Debug)]
+pub enum Network {
+    /// The melody network, on the melody pipeline's dataset.
+    Melody(PipelineConfig),
+    /// The timbre network of each instrument of the configuration, on its
+    /// rendered notes.
+    Timbre(TimbreConfig),
+}
 
 /// What the search looks for and where it writes.
 #[derive(Clone, Debug)]
 pub struct SearchConfig {
-    /// The teacher's ONNX file.
+    /// The network searched and its data.
+    pub network: Network,
+    /// The teacher's ONNX file; in a timbre search `{instrument}` in it
+    /// stands for each instrument's name.
     pub teacher: PathBuf,
     /// A Wren GRU whose weights every candidate starts from (pruned and
-    /// factorized); the teacher's when `None`. A teacher that is no Wren
-    /// GRU and no start: candidates start from fresh weights.
+    /// factorized), named like the teacher; the teacher's when `None`. A
+    /// teacher that is no Wren GRU and no start: candidates start from
+    /// fresh weights.
     pub start: Option<PathBuf>,
     /// Samples per host buffer the result must fit.
     pub block_size: usize,
@@ -46,9 +76,10 @@ pub struct SearchConfig {
     pub share: f64,
     /// Fastest tempo planned for (beats per minute).
     pub tempo: f64,
-    /// The timbre variant the preset pairs with (`student-int8`, ...): its
-    /// frames share the budget.
-    pub timbre: String,
+    /// The other network's variant the preset pairs with, whose cost shares
+    /// the budget: a timbre variant (`student-int8`) in a melody search, a
+    /// melody model (`melody-compact`) in a timbre search.
+    pub pair: String,
     /// Largest weight bytes allowed, if any.
     pub max_bytes: Option<usize>,
     /// Hidden widths tried (structured pruning of the teacher's units).
@@ -65,14 +96,45 @@ pub struct SearchConfig {
     pub cost_steps: usize,
     /// Fine-tuning settings (steps, batch, learning rate, seed).
     pub train: TrainConfig,
-    /// Name of the model written (`melody-compact`).
+    /// Name of the model written (`melody-compact`); in a timbre search the
+    /// variant, written as `timbre-<instrument>-<name>`.
     pub name: String,
     /// Name of the preset written (`compact`).
     pub preset: String,
     /// Folder of the preset's TOML.
     pub preset_dir: PathBuf,
-    /// Dataset, output folder and command line, as the melody pipeline has them.
-    pub data: PipelineConfig,
+}
+
+impl SearchConfig {
+    /// Where models, manifest and golden outputs go.
+    fn out_dir(&self) -> &Path {
+        match &self.network {
+            Network::Melody(data) => &data.out_dir,
+            Network::Timbre(data) => &data.out_dir,
+        }
+    }
+
+    /// The command line that ran the search.
+    fn command(&self) -> &str {
+        match &self.network {
+            Network::Melody(data) => &data.command,
+            Network::Timbre(data) => &data.command,
+        }
+    }
+
+    /// The step cost of a candidate together with the paired variant's.
+    fn preset_cost(&self, candidate: Cost, paired: Cost) -> PresetCost {
+        match self.network {
+            Network::Melody(_) => PresetCost {
+                melody: candidate,
+                timbre: paired,
+            },
+            Network::Timbre(_) => PresetCost {
+                melody: paired,
+                timbre: candidate,
+            },
+        }
+    }
 }
 
 /// One point of the search space.
@@ -118,39 +180,56 @@ pub struct Measured {
     pub fits: bool,
 }
 
-/// What the search produced.
+/// What the search produced for one model.
 pub struct Outcome {
+    /// The model's name.
+    pub model: String,
     /// Every candidate, timed.
     pub measured: Vec<Measured>,
     /// The winner, fine-tuned.
     pub winner: Candidate,
     /// Its weights as shipped.
     pub net: GruNet,
-    /// Its test NLL (nats per step, kernel arithmetic).
-    pub test_nll: f64,
+    /// Its held-out quality: test NLL (nats per step, kernel arithmetic)
+    /// for the melody network, log-spectral distance (dB) for timbre.
+    pub quality: f64,
 }
 
-/// The slowest timbre frame of the paired variant among shipped instruments.
-fn timbre_cost(variant: &str, steps: usize) -> Result<Cost> {
-    let suffix = format!("-{variant}");
-    let mut slowest = Cost::default();
-    for (name, bytes) in EMBEDDED_MODELS
-        .iter()
-        .filter(|(n, _)| n.starts_with("timbre-") && n.ends_with(&suffix))
-    {
+/// The step cost of the paired variant: the slowest timbre frame of a
+/// timbre variant among shipped instruments, or one step of a shipped
+/// melody model.
+fn paired_cost(config: &SearchConfig) -> Result<Cost> {
+    let suffix = format!("-{}", config.pair);
+    let melody_pair = matches!(config.network, Network::Timbre(_));
+    let role = if melody_pair {
+        Role::Melody
+    } else {
+        Role::Timbre
+    };
+    let paired = |name: &str| {
+        if melody_pair {
+            name == config.pair
+        } else {
+            name.starts_with("timbre-") && name.ends_with(&suffix)
+        }
+    };
+    let mut slowest = None;
+    for (name, bytes) in EMBEDDED_MODELS.iter().filter(|(n, _)| paired(n)) {
         let net = import(bytes)
             .with_context(|| format!("reading {name}"))?
             .net;
-        slowest = slowest.slower(measure(&mut GruKernel::new(&net), Role::Timbre, steps));
+        let cost = measure(&mut GruKernel::new(&net), role, config.cost_steps);
+        slowest = Some(slowest.map_or(cost, |s: Cost| s.slower(cost)));
     }
-    Ok(slowest)
+    slowest.with_context(|| format!("no shipped model is the paired variant {:?}", config.pair))
 }
 
 /// Builds and times every candidate.
 fn measure_candidates(
     config: &SearchConfig,
+    role: Role,
     start: &GruNet,
-    timbre: Cost,
+    paired: Cost,
 ) -> Result<Vec<Measured>> {
     let workload = Workload {
         block_size: config.block_size,
@@ -176,15 +255,8 @@ fn measure_candidates(
                 } else {
                     GruNet::clone(&net)
                 };
-                let cost = measure(
-                    &mut GruKernel::new(&shipped),
-                    Role::Melody,
-                    config.cost_steps,
-                );
-                let work = workload.work_us(&PresetCost {
-                    melody: cost,
-                    timbre,
-                });
+                let cost = measure(&mut GruKernel::new(&shipped), role, config.cost_steps);
+                let work = workload.work_us(&config.preset_cost(cost, paired));
                 let bytes = shipped.bytes();
                 let fits = work <= budget && config.max_bytes.is_none_or(|max| bytes <= max);
                 for &sparsity in &config.sparsities {
@@ -210,20 +282,38 @@ fn measure_candidates(
     Ok(measured)
 }
 
-/// Runs the search and writes the winner; returns what it found.
-pub fn run(config: &SearchConfig) -> Result<Outcome> {
-    let device = Device::Cpu;
-    let teacher_bytes = std::fs::read(&config.teacher)
-        .with_context(|| format!("reading the teacher {}", config.teacher.display()))?;
-    let teacher = Teacher::load(&teacher_bytes, &device)
-        .with_context(|| format!("{} is no melody step model", config.teacher.display()))?;
-    // A start model, else a Wren GRU teacher, is the starting point of every
-    // candidate; a teacher of any other graph teaches students that start
-    // from scratch.
+/// The teacher and the starting weights of one model's search. A start
+/// model, else a Wren GRU teacher, is the starting point of every
+/// candidate; a teacher of any other graph teaches students that start from
+/// scratch.
+fn teacher_and_start(
+    config: &SearchConfig,
+    instrument: Option<&str>,
+    device: &Device,
+) -> Result<(Teacher, GruNet)> {
+    let named = |path: &Path| -> PathBuf {
+        match instrument {
+            Some(name) => path.to_string_lossy().replace("{instrument}", name).into(),
+            None => path.to_path_buf(),
+        }
+    };
+    let teacher_path = named(&config.teacher);
+    let contract = match config.network {
+        Network::Melody(_) => (
+            wren::melody::tokens::INPUT_SIZE,
+            wren::melody::tokens::VOCAB,
+        ),
+        Network::Timbre(_) => (wren::timbre::INPUT_SIZE, wren::timbre::OUTPUT_SIZE),
+    };
+    let teacher_bytes = std::fs::read(&teacher_path)
+        .with_context(|| format!("reading the teacher {}", teacher_path.display()))?;
+    let teacher = Teacher::load(&teacher_bytes, contract, device)
+        .with_context(|| format!("{} cannot teach this network", teacher_path.display()))?;
     let start = match (&config.start, &teacher) {
         (Some(path), _) => {
+            let path = named(path);
             let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             import(&bytes)
                 .context("the start model must be a Wren GRU step model")?
                 .net
@@ -236,16 +326,27 @@ pub fn run(config: &SearchConfig) -> Result<Outcome> {
                 .copied()
                 .max()
                 .context("no width to try")?;
-            StepNet::melody(widest, 2, config.train.seed, &device)?.to_gru_net()?
+            let (input, output) = contract;
+            let layers = match config.network {
+                Network::Melody(_) => 2,
+                Network::Timbre(_) => 1,
+            };
+            StepNet::new(input, widest, layers, output, config.train.seed, device)?.to_gru_net()?
         }
     };
-    let timbre = timbre_cost(&config.timbre, config.cost_steps)?;
-    let mut measured = measure_candidates(config, &start, timbre)?;
-    let workload_text = format!(
-        "{}@{} x {} voices, share {}",
-        config.block_size, config.sample_rate, config.voices, config.share
-    );
-    eprintln!("timbre {} frame p99 {:.2} us", config.timbre, timbre.p99_us);
+    Ok((teacher, start))
+}
+
+/// Times the candidates grown from `start` and returns them with the
+/// finalists (most stored parameters first, then the cheaper step).
+fn candidates(
+    config: &SearchConfig,
+    role: Role,
+    start: &GruNet,
+    paired: Cost,
+) -> Result<Vec<Measured>> {
+    let mut measured = measure_candidates(config, role, start, paired)?;
+    eprintln!("{} p99 {:.2} us", config.pair, paired.p99_us);
     for m in &measured {
         eprintln!(
             "{:<50} {:>9} B {:>8.2} us p99 {}",
@@ -255,48 +356,128 @@ pub fn run(config: &SearchConfig) -> Result<Outcome> {
             if m.fits { "fits" } else { "" }
         );
     }
-    // More stored parameters first (capacity), then the cheaper step.
     measured.sort_by(|a, b| {
         b.parameters
             .cmp(&a.parameters)
             .then(a.cost.p99_us.total_cmp(&b.cost.p99_us))
     });
-    let finalists: Vec<&Measured> = measured
+    if !measured.iter().any(|m| m.fits) {
+        bail!(
+            "no candidate fits {}@{} x {} voices, share {}: try a larger buffer or share, or \
+             fewer voices",
+            config.block_size,
+            config.sample_rate,
+            config.voices,
+            config.share
+        );
+    }
+    Ok(measured)
+}
+
+/// Fine-tunes the finalists on an objective and keeps the best on its
+/// validation score.
+fn fine_tune_finalists<O: Objective>(
+    config: &SearchConfig,
+    measured: &[Measured],
+    prefix: &str,
+    mut objective: impl FnMut() -> O,
+    device: &Device,
+) -> Result<(Candidate, Trained)> {
+    let mut best: Option<(Candidate, Trained)> = None;
+    for m in measured
         .iter()
         .filter(|m| m.fits)
         .take(config.finalists.max(1))
-        .collect();
-    if finalists.is_empty() {
-        bail!("no candidate fits {workload_text}: try a larger buffer or share, or fewer voices");
-    }
-
-    let data = load_data(&config.data)?;
-    let (train, valid, test) = (refs(&data.train), refs(&data.valid), refs(&data.test));
-    let mut best: Option<(f64, Candidate, GruNet)> = None;
-    for m in &finalists {
+    {
         let plan = Plan {
             sparsity: m.candidate.sparsity,
             scope: PruneScope::Global,
             int8: m.candidate.int8,
-            alpha: 0.5,
-            temperature: 2.0,
         };
-        let label = m.candidate.to_string();
+        let label = format!("{prefix}{}", m.candidate);
         let trained = fine_tune(
             &label,
             &config.train,
             &m.net,
             plan,
-            &teacher,
-            (&train, &valid),
-            &device,
+            &mut objective(),
+            device,
         )?;
-        eprintln!("{label}: valid NLL {:.4}", trained.valid_loss);
-        if best.as_ref().is_none_or(|b| trained.valid_loss < b.0) {
-            best = Some((trained.valid_loss, m.candidate, trained.net));
+        eprintln!("{label}: valid {:.4}", trained.valid_loss);
+        if best
+            .as_ref()
+            .is_none_or(|b| trained.valid_loss < b.1.valid_loss)
+        {
+            best = Some((m.candidate, trained));
         }
     }
-    let (valid_nll, winner, net) = best.context("no finalist trained")?;
+    best.context("no finalist trained")
+}
+
+/// Training settings recorded in the manifest.
+fn training_record(
+    config: &SearchConfig,
+    winner: &Candidate,
+    distill: String,
+) -> BTreeMap<String, String> {
+    let mut training = config.train.settings(&[
+        ("search", winner.to_string()),
+        (
+            "budget",
+            format!("{}@{}", config.block_size, config.sample_rate),
+        ),
+        ("voices", config.voices.to_string()),
+        ("budget_share", config.share.to_string()),
+        ("distill", distill),
+    ]);
+    if winner.int8 {
+        training.insert("int8".into(), crate::requantize::INT8_METHOD.into());
+    }
+    training
+}
+
+/// Runs the search and writes the winners (one model for the melody
+/// network, one per instrument for timbre) and the preset.
+pub fn run(config: &SearchConfig) -> Result<Vec<Outcome>> {
+    let paired = paired_cost(config)?;
+    let outcomes = match &config.network {
+        Network::Melody(data) => vec![search_melody(config, data, paired)?],
+        Network::Timbre(data) => data
+            .instruments
+            .iter()
+            .map(|instrument| search_timbre(config, data, instrument, paired))
+            .collect::<Result<_>>()?,
+    };
+    write_preset(config, &outcomes)?;
+    Ok(outcomes)
+}
+
+fn search_melody(config: &SearchConfig, data: &PipelineConfig, paired: Cost) -> Result<Outcome> {
+    let device = Device::Cpu;
+    let (teacher, start) = teacher_and_start(config, None, &device)?;
+    let measured = candidates(config, Role::Melody, &start, paired)?;
+    let melodies = load_data(data)?;
+    let (train, valid, test) = (
+        refs(&melodies.train),
+        refs(&melodies.valid),
+        refs(&melodies.test),
+    );
+    let (winner, trained) = fine_tune_finalists(
+        config,
+        &measured,
+        "",
+        || {
+            MelodyObjective::new(
+                &teacher,
+                MELODY_DISTILL,
+                (&train, &valid),
+                &config.train,
+                &device,
+            )
+        },
+        &device,
+    )?;
+    let net = trained.net;
     let (test_nll, test_accuracy) = kernel_nll(&net, &test);
     let cost = measure(&mut GruKernel::new(&net), Role::Melody, config.cost_steps);
     eprintln!(
@@ -304,85 +485,183 @@ pub fn run(config: &SearchConfig) -> Result<Outcome> {
         net.bytes(),
         cost.p99_us
     );
-    write_winner(
-        config,
-        &winner,
-        &net,
-        &data,
-        (valid_nll, test_nll, test_accuracy),
-        cost,
-    )?;
-    Ok(Outcome {
-        measured,
-        winner,
-        net,
-        test_nll,
-    })
-}
-
-fn write_winner(
-    config: &SearchConfig,
-    winner: &Candidate,
-    net: &GruNet,
-    data: &crate::melody::Data,
-    (valid_nll, test_nll, test_accuracy): (f64, f64, f64),
-    cost: Cost,
-) -> Result<()> {
-    let out = &config.data.out_dir;
-    std::fs::create_dir_all(out)?;
-    let teacher_name = config
-        .teacher
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned());
-    let budget = format!("{}@{}", config.block_size, config.sample_rate);
-    let mut training = config.train.settings(&[
-        ("search", winner.to_string()),
-        ("budget", budget.clone()),
-        ("voices", config.voices.to_string()),
-        ("budget_share", config.share.to_string()),
-        ("distill", "alpha 0.5, temperature 2".into()),
-    ]);
-    if winner.int8 {
-        training.insert("int8".into(), crate::requantize::INT8_METHOD.into());
-    }
     let metrics = BTreeMap::from([
         ("test_nll".to_string(), test_nll),
         ("test_accuracy".to_string(), test_accuracy),
-        ("valid_nll".to_string(), valid_nll),
+        ("valid_nll".to_string(), trained.valid_loss),
         ("step_median_us".to_string(), cost.median_us),
         ("step_p99_us".to_string(), cost.p99_us),
     ]);
+    let (alpha, temperature) = MELODY_DISTILL;
+    let training = training_record(
+        config,
+        &winner,
+        format!("alpha {alpha}, temperature {temperature}"),
+    );
+    ship(
+        config,
+        &config.name,
+        "melody",
+        &net,
+        &melodies.record,
+        training,
+        metrics,
+    )?;
+    let candle = StepNet::from_gru_net(&net, &device)?;
+    melody_golden(
+        data.out_dir.as_path(),
+        &config.name,
+        &candle,
+        &melodies.test,
+        &device,
+    )?;
+    Ok(Outcome {
+        model: config.name.clone(),
+        measured,
+        winner,
+        net,
+        quality: test_nll,
+    })
+}
+
+fn search_timbre(
+    config: &SearchConfig,
+    data: &TimbreConfig,
+    instrument: &Instrument,
+    paired: Cost,
+) -> Result<Outcome> {
+    let device = Device::Cpu;
+    let name = instrument.name;
+    let (teacher, start) = teacher_and_start(config, Some(name), &device)?;
+    let measured = candidates(config, Role::Timbre, &start, paired)?;
+    let font = load_soundfont(&data.soundfont)?;
+    let tunes = wren::melody::dataset::read_dataset(&data.melodies)?;
+    let recordings = record_instrument(data, instrument, &font, &tunes)?;
+    let (train, valid) = (
+        FrameSet::new(&recordings.train),
+        FrameSet::new(&recordings.valid),
+    );
+    anyhow::ensure!(
+        !train.is_empty() && !valid.is_empty() && !recordings.test.is_empty(),
+        "{name}: a split has no takes"
+    );
+    let (winner, trained) = fine_tune_finalists(
+        config,
+        &measured,
+        &format!("{name} "),
+        || {
+            TimbreObjective::new(
+                (&train, &valid),
+                Some((&teacher, TIMBRE_BLEND)),
+                config.train.seed,
+                &device,
+            )
+        },
+        &device,
+    )?;
+    let net = trained.net;
+    let mut metrics = distances(&recordings.test, |r| play(&net, r));
+    let cost = measure(&mut GruKernel::new(&net), Role::Timbre, config.cost_steps);
+    let lsd = metrics["test_lsd_db"];
+    eprintln!(
+        "{name} winner {winner}: test LSD {lsd:.2} dB, {} bytes, {:.2} us p99",
+        net.bytes(),
+        cost.p99_us
+    );
+    metrics.insert("valid_loss".into(), trained.valid_loss);
+    metrics.insert("step_median_us".into(), cost.median_us);
+    metrics.insert("step_p99_us".into(), cost.p99_us);
+    let mut training = training_record(
+        config,
+        &winner,
+        format!("blend {TIMBRE_BLEND} analysed, rest teacher"),
+    );
+    training.insert(
+        "instrument".into(),
+        format!("{name} (GM program {})", instrument.program),
+    );
+    let model = format!("timbre-{name}-{}", config.name);
+    ship(
+        config,
+        &model,
+        "timbre",
+        &net,
+        &recordings.record,
+        training,
+        metrics,
+    )?;
+    timbre_golden(data, &model, &net, &recordings.test[0], &device)?;
+    Ok(Outcome {
+        model,
+        measured,
+        winner,
+        net,
+        quality: lsd,
+    })
+}
+
+/// Writes a model and its manifest entry.
+fn ship(
+    config: &SearchConfig,
+    model: &str,
+    role: &str,
+    net: &GruNet,
+    record: &wren::model::manifest::DataRecord,
+    training: BTreeMap<String, String>,
+    metrics: BTreeMap<String, f64>,
+) -> Result<()> {
+    let out = config.out_dir();
+    std::fs::create_dir_all(out)?;
+    let teacher = config
+        .teacher
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned());
+    let teacher = teacher.map(|t| match model.strip_prefix("timbre-") {
+        Some(rest) => t.replace("{instrument}", rest.split('-').next().unwrap_or(rest)),
+        None => t,
+    });
     let entry = write_model(
         out,
         net,
         Shipping {
-            name: &config.name,
-            role: "melody",
-            teacher: teacher_name.as_deref(),
-            data: &data.record,
-            command: &config.data.command,
+            name: model,
+            role,
+            teacher: teacher.as_deref(),
+            data: record,
+            command: config.command(),
             training,
             metrics,
         },
     )?;
     let mut manifest = read_manifest(out)?;
     manifest.upsert(entry);
-    write_manifest(out, &manifest)?;
-    let device = Device::Cpu;
-    let candle = StepNet::from_gru_net(net, &device)?;
-    melody_golden(out, &config.name, &candle, &data.test, &device)?;
+    write_manifest(out, &manifest)
+}
 
+/// Writes the preset that pairs the winners with the paired variant.
+fn write_preset(config: &SearchConfig, outcomes: &[Outcome]) -> Result<()> {
+    let found: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{} {}", o.model, o.winner))
+        .collect();
+    let (network, melody, timbre) = match config.network {
+        Network::Melody(_) => ("melody", config.name.as_str(), config.pair.as_str()),
+        Network::Timbre(_) => ("timbre", config.pair.as_str(), config.name.as_str()),
+    };
     std::fs::create_dir_all(&config.preset_dir)?;
     let preset = format!(
-        "# Written by `{}`.\nname = \"{}\"\ndescription = \"Searched melody GRU: {}\"\nmelody = \"{}\"\n\
+        "# Written by `{}`.\n# Found: {}.\nname = \"{}\"\ndescription = \"Searched {network} \
+         GRU, {}\"\nmelody = \"{melody}\"\n\
          # The timbre variant of every instrument: timbre-<instrument>-<variant>.\n\
-         timbre = \"{}\"\n# The buffer it is meant for.\nblock_size = {}\nsample_rate = {}\n\
+         timbre = \"{timbre}\"\n# The buffer it is meant for.\nblock_size = {}\nsample_rate = {}\n\
          budget_share = {}\n",
-        config.data.command,
+        config.command(),
+        found.join("; "),
         config.preset,
-        winner,
-        config.name,
-        config.timbre,
+        outcomes
+            .first()
+            .map(|o| o.winner.to_string())
+            .unwrap_or_default(),
         config.block_size,
         config.sample_rate as u32,
         config.share,

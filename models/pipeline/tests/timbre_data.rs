@@ -135,7 +135,7 @@ fn a_tiny_timbre_network_learns_and_its_export_runs_in_the_kernel() {
     use candle_core::{Device, Tensor};
     use wren::model::kernel::GruKernel;
     use wren_pipeline::net::StepNet;
-    use wren_pipeline::timbre::train::{evaluate, train, FrameSet};
+    use wren_pipeline::timbre::train::{kernel_loss, train, FrameSet};
     use wren_pipeline::train::TrainConfig;
 
     let Some(font) = soundfont() else { return };
@@ -179,13 +179,12 @@ fn a_tiny_timbre_network_learns_and_its_export_runs_in_the_kernel() {
         &device,
     )
     .unwrap();
-    let before = evaluate(&untrained, &valid_set, &device).unwrap();
+    let before = kernel_loss(&untrained.to_gru_net().unwrap(), &valid_set, &device).unwrap();
     let trained = train(
         "tiny timbre",
         &config,
         None,
-        &train_set,
-        &valid_set,
+        (&train_set, &valid_set),
         &device,
     )
     .unwrap();

@@ -1,7 +1,8 @@
-//! The compression search on a small budget: from a Wren GRU teacher and
-//! from an ONNX teacher of another architecture, it must write a model that
-//! Wren's loader accepts, a manifest entry that describes it, golden outputs
-//! and a preset that parses.
+//! The compression search on a small budget, for the melody network and the
+//! timbre network: from a Wren GRU teacher and from an ONNX teacher of
+//! another architecture, it must write a model that Wren's loader accepts,
+//! a manifest entry that describes it, golden outputs and a preset that
+//! parses.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,9 @@ use tract_onnx::pb;
 use wren::melody::tokens::{INPUT_SIZE, VOCAB};
 use wren::model::manifest::Manifest;
 use wren_pipeline::melody::PipelineConfig;
-use wren_pipeline::search::{run, SearchConfig};
+use wren_pipeline::search::{run, Network, SearchConfig};
+use wren_pipeline::timbre::data::SOUNDFONT;
+use wren_pipeline::timbre::pipeline::TimbreConfig;
 use wren_pipeline::train::TrainConfig;
 
 fn models() -> PathBuf {
@@ -21,6 +24,7 @@ fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
     let mut data = PipelineConfig::tiny("test".into(), out.to_path_buf());
     data.dataset = models().join("data/melodies.tsv.gz");
     SearchConfig {
+        network: Network::Melody(data),
         teacher,
         start: None,
         // Seconds per buffer: timing noise on a busy machine cannot decide
@@ -30,7 +34,7 @@ fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
         voices: 1,
         share: 1.0,
         tempo: 300.0,
-        timbre: "student-int8".into(),
+        pair: "student-int8".into(),
         max_bytes: Some(60_000),
         widths,
         energies: vec![1.0, 0.6],
@@ -52,36 +56,80 @@ fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
         name: "melody-searched".into(),
         preset: "searched".into(),
         preset_dir: out.join("presets"),
-        data,
     }
 }
 
-/// Checks everything the search wrote into `out`.
-fn check_outputs(out: &Path) -> wren::model::GruNet {
+/// A timbre search on a sliver of one instrument's notes.
+fn timbre_config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
+    let mut data = TimbreConfig::tiny("test".into(), out.to_path_buf());
+    data.melodies = models().join("data/melodies.tsv.gz");
+    SearchConfig {
+        network: Network::Timbre(data),
+        pair: "melody-student-int8".into(),
+        name: "searched".into(),
+        max_bytes: Some(30_000),
+        train: TrainConfig {
+            window: 48,
+            ..config(teacher.clone(), out, widths.clone()).train
+        },
+        ..config(teacher, out, widths)
+    }
+}
+
+/// Checks everything the search wrote into `out` for `model`.
+fn check_outputs(out: &Path, model: &str, max_bytes: usize) -> wren::model::GruNet {
     let manifest =
         Manifest::from_json(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    let entry = manifest.get("melody-searched").expect("a manifest entry");
+    let entry = manifest.get(model).expect("a manifest entry");
     let bytes = std::fs::read(out.join(&entry.file)).unwrap();
     let model = wren::engine::models::load_model(&entry.name, &bytes).unwrap();
-    assert!(entry.weight_bytes <= 60_000, "{} bytes", entry.weight_bytes);
+    assert!(
+        entry.weight_bytes <= max_bytes,
+        "{} bytes",
+        entry.weight_bytes
+    );
     assert_eq!(entry.weight_bytes, model.net.bytes());
     assert_eq!(entry.parameters, model.net.parameters());
     assert_eq!(entry.compression.sparsity, model.net.sparsity());
     assert_eq!(entry.compression.rank, model.net.rank());
     use sha2::Digest;
     assert_eq!(entry.sha256, hex_digest(&sha2::Sha256::digest(&bytes)));
-    let nll = entry.metrics["test_nll"];
-    assert!(
-        nll.is_finite() && nll < (VOCAB as f64).ln(),
-        "test NLL {nll}"
-    );
+    if entry.role == "melody" {
+        let nll = entry.metrics["test_nll"];
+        assert!(
+            nll.is_finite() && nll < (VOCAB as f64).ln(),
+            "test NLL {nll}"
+        );
+    } else {
+        let lsd = entry.metrics["test_lsd_db"];
+        assert!(lsd.is_finite() && lsd > 0.0, "test LSD {lsd}");
+        assert!(entry.metrics["test_takes_scored"] > 0.0);
+        assert!(entry.metrics["valid_loss"].is_finite());
+    }
     assert!(entry.metrics["step_p99_us"] > 0.0);
-    assert!(out.join("golden/melody-searched.json").exists());
+    assert!(out.join(format!("golden/{}.json", entry.name)).exists());
     let preset = std::fs::read_to_string(out.join("presets/searched.toml")).unwrap();
     let preset = wren::presets::parse(&preset).unwrap();
-    assert_eq!(preset.melody, "melody-searched");
+    if entry.role == "melody" {
+        assert_eq!(preset.melody, entry.name);
+    } else {
+        assert_eq!(preset.melody, "melody-student-int8");
+        assert_eq!(format!("timbre-flute-{}", preset.timbre), entry.name);
+    }
     assert_eq!(preset.block_size, 65_536);
     model.net
+}
+
+/// Whether the soundfont the timbre data is rendered from is installed
+/// (set-up installs it; `WREN_REQUIRE_SOUNDFONT=1` makes its absence fail).
+fn soundfont() -> bool {
+    if std::path::Path::new(SOUNDFONT).exists() {
+        return true;
+    }
+    let required = std::env::var("WREN_REQUIRE_SOUNDFONT").is_ok_and(|v| v == "1");
+    assert!(!required, "{SOUNDFONT} is missing");
+    eprintln!("skipped: {SOUNDFONT} is missing");
+    false
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -93,17 +141,19 @@ fn search_from_a_wren_teacher_writes_a_model_that_loads() {
     let out = std::env::temp_dir().join(format!("wren-search-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let teacher = models().join("melody-student.onnx");
-    let outcome = run(&config(teacher, &out, vec![48, 24])).unwrap();
-    assert_eq!(outcome.measured.len(), 2 * 2 * 2 * 2);
+    let outcomes = run(&config(teacher, &out, vec![48, 24])).unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].measured.len(), 2 * 2 * 2 * 2);
     // The byte cap leaves out the wide f32 candidates.
-    assert!(outcome.measured.iter().any(|m| !m.fits));
-    let net = check_outputs(&out);
+    assert!(outcomes[0].measured.iter().any(|m| !m.fits));
+    let net = check_outputs(&out, "melody-searched", 60_000);
     assert!(net.shape().hidden <= 48);
     std::fs::remove_dir_all(&out).unwrap();
 }
 
-/// A step model that is no GRU: `h' = tanh(x A + h B)`, `y = h' C`.
-fn tanh_rnn_teacher(state: usize) -> Vec<u8> {
+/// A step model that is no GRU: `h' = tanh(x A + h B)`, `y = h' C`, reading
+/// `input` and writing `output` values.
+fn tanh_rnn_teacher(input: usize, state: usize, output: usize) -> Vec<u8> {
     let mut seed = 99u64;
     let mut weights = |rows: usize, cols: usize, name: &str| {
         let values: Vec<u8> = (0..rows * cols)
@@ -157,12 +207,12 @@ fn tanh_rnn_teacher(state: usize) -> Vec<u8> {
             node("MatMul", &["h_next", "C"], "y"),
         ],
         initializer: vec![
-            weights(INPUT_SIZE, state, "A"),
+            weights(input, state, "A"),
             weights(state, state, "B"),
-            weights(state, VOCAB, "C"),
+            weights(state, output, "C"),
         ],
-        input: vec![info("x", INPUT_SIZE), info("h", state)],
-        output: vec![info("y", VOCAB), info("h_next", state)],
+        input: vec![info("x", input), info("h", state)],
+        output: vec![info("y", output), info("h_next", state)],
         ..Default::default()
     };
     pb::ModelProto {
@@ -183,10 +233,72 @@ fn search_distills_from_an_onnx_teacher_of_another_architecture() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let teacher = out.join("tanh-rnn.onnx");
-    std::fs::write(&teacher, tanh_rnn_teacher(40)).unwrap();
+    std::fs::write(&teacher, tanh_rnn_teacher(INPUT_SIZE, 40, VOCAB)).unwrap();
     assert!(wren::model::onnx::import(&std::fs::read(&teacher).unwrap()).is_err());
     run(&config(teacher, &out, vec![24])).unwrap();
-    let net = check_outputs(&out);
+    let net = check_outputs(&out, "melody-searched", 60_000);
+    assert_eq!(net.shape().hidden, 24);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_teacher_of_the_other_network_is_refused() {
+    let out = std::env::temp_dir().join(format!("wren-search-wrong-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let teacher = models().join("timbre-flute-student.onnx");
+    let error = run(&config(teacher, &out, vec![24]))
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{error:#}").contains("reads 80 and writes 51 values, this teacher 6 and 97"),
+        "{error:#}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn timbre_search_from_a_wren_teacher_prunes_factorizes_and_quantizes() {
+    if !soundfont() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("wren-search-timbre-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let teacher = models().join("timbre-{instrument}-student.onnx");
+    let outcomes = run(&timbre_config(teacher, &out, vec![64, 32])).unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].model, "timbre-flute-searched");
+    assert_eq!(outcomes[0].measured.len(), 2 * 2 * 2 * 2);
+    assert!(outcomes[0].measured.iter().any(|m| !m.fits));
+    let net = check_outputs(&out, "timbre-flute-searched", 30_000);
+    assert!(net.shape().hidden <= 64);
+    let manifest =
+        Manifest::from_json(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest.get("timbre-flute-searched").unwrap();
+    assert_eq!(entry.teacher.as_deref(), Some("timbre-flute-student"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn timbre_search_distills_from_an_onnx_teacher_of_another_architecture() {
+    if !soundfont() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("wren-search-timbre-onnx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let widths = (wren::timbre::INPUT_SIZE, wren::timbre::OUTPUT_SIZE);
+    std::fs::write(
+        out.join("tanh-flute.onnx"),
+        tanh_rnn_teacher(widths.0, 40, widths.1),
+    )
+    .unwrap();
+    run(&timbre_config(
+        out.join("tanh-{instrument}.onnx"),
+        &out,
+        vec![24],
+    ))
+    .unwrap();
+    let net = check_outputs(&out, "timbre-flute-searched", 30_000);
     assert_eq!(net.shape().hidden, 24);
     std::fs::remove_dir_all(&out).unwrap();
 }

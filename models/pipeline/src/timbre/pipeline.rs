@@ -21,7 +21,8 @@ use super::quality::{
     analysed_frames, log_spectral_distance, mrstft_distance, resynthesize, Wavetable,
 };
 use super::split_name;
-use super::train::{evaluate, train, FrameSet};
+use super::train::{kernel_loss, train, FrameSet};
+use crate::compress::Teacher;
 use crate::export::{
     cached, data_record, read_manifest, write_golden, write_manifest, write_model, Golden, Shipping,
 };
@@ -121,14 +122,19 @@ impl TimbreConfig {
 }
 
 /// The recordings of one instrument by split.
-struct Recordings {
-    train: Vec<Recording>,
-    valid: Vec<Recording>,
-    test: Vec<Recording>,
-    record: DataRecord,
+pub struct Recordings {
+    /// Training takes.
+    pub train: Vec<Recording>,
+    /// Validation takes.
+    pub valid: Vec<Recording>,
+    /// Held-out test takes.
+    pub test: Vec<Recording>,
+    /// What the manifest records of them.
+    pub record: DataRecord,
 }
 
-fn record_instrument(
+/// Renders and analyses the planned takes of one instrument, by split.
+pub fn record_instrument(
     config: &TimbreConfig,
     instrument: &Instrument,
     font: &std::sync::Arc<rustysynth::SoundFont>,
@@ -269,8 +275,8 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
             "{name}: a split has no takes"
         );
 
-        let run = |label: String, c: &TrainConfig, teacher: Option<(&StepNet, f64)>| {
-            train(&label, c, teacher, &train_set, &valid_set, &device)
+        let run = |label: String, c: &TrainConfig, teacher: Option<(&Teacher, f64)>| {
+            train(&label, c, teacher, (&train_set, &valid_set), &device)
         };
         let work = &config.work_dir;
         let teacher_config = config.train_config(config.teacher, config.teacher_steps);
@@ -278,7 +284,7 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
         let teacher = cached(work, &teacher_name, || {
             run(format!("{name} teacher"), &teacher_config, None)
         })?;
-        let teacher_net = StepNet::from_gru_net(&teacher.net, &device)?;
+        let teacher_net = Teacher::Gru(StepNet::from_gru_net(&teacher.net, &device)?);
         let student_config = config.train_config(config.student, config.student_steps);
         let alone = cached(work, &format!("timbre-{name}-student-alone"), || {
             run(format!("{name} student alone"), &student_config, None)
@@ -356,7 +362,7 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
         for (model, net, teacher_of, training, valid_loss) in variants {
             let mut metrics = distances(test, |r| play(net, r));
             let valid_loss = if valid_loss.is_nan() {
-                evaluate(&StepNet::from_gru_net(net, &device)?, &valid_set, &device)?
+                kernel_loss(net, &valid_set, &device)?
             } else {
                 valid_loss
             };
@@ -382,7 +388,7 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
 }
 
 /// Golden outputs: candle's on the first 48 frames of a test take.
-fn timbre_golden(
+pub fn timbre_golden(
     config: &TimbreConfig,
     model: &str,
     net: &GruNet,

@@ -12,10 +12,13 @@
 use candle_core::{Device, Result, Tensor, D};
 use candle_nn::ops::log_softmax;
 use wren::engine::harmonic::{HARMONICS, NOISE_BANDS};
+use wren::model::kernel::GruKernel;
+use wren::model::GruNet;
 use wren::timbre::{encode, input, Target, INPUT_SIZE, OUTPUT_SIZE};
 
 use super::data::Recording;
 use crate::batches::Rng;
+use crate::compress::{Objective, Teacher};
 use crate::net::StepNet;
 use crate::train::{fit, TrainConfig, Trained};
 
@@ -189,21 +192,25 @@ fn loss(y: &Tensor, batch: &Batch, teacher: Option<(&Tensor, f64)>) -> Result<Te
     (per_frame * &batch.mask)?.sum_all()? / batch.frames as f64
 }
 
-/// Mean loss of a network over every frame of a set, each take run from
-/// its start.
-pub fn evaluate(net: &StepNet, set: &FrameSet, device: &Device) -> Result<f64> {
-    let mut order: Vec<usize> = (0..set.takes.len()).collect();
-    order.sort_by_key(|&t| set.takes[t].inputs.len());
+/// Mean loss of a network over every frame of a set as the real-time
+/// kernel computes it (int8 arithmetic included), each take run from its
+/// start.
+pub fn kernel_loss(net: &GruNet, set: &FrameSet, device: &Device) -> Result<f64> {
+    let mut kernel = GruKernel::new(net);
+    let mut state = vec![0.0; net.shape().state()];
     let (mut total, mut frames) = (0.0, 0.0);
-    for chunk in order.chunks(32) {
-        let len = chunk
+    for (t, take) in set.takes.iter().enumerate() {
+        state.fill(0.0);
+        let mut outputs = vec![0.0; take.inputs.len() * OUTPUT_SIZE];
+        for (x, y) in take
+            .inputs
             .iter()
-            .map(|&t| set.takes[t].inputs.len())
-            .max()
-            .unwrap_or(0);
-        let windows: Vec<(usize, usize)> = chunk.iter().map(|&t| (t, 0)).collect();
-        let batch = batch(set, &windows, len, device)?;
-        let y = net.forward_dense(&batch.x, None, device)?;
+            .zip(outputs.chunks_exact_mut(OUTPUT_SIZE))
+        {
+            kernel.step(x, &mut state, y);
+        }
+        let batch = batch(set, &[(t, 0)], take.inputs.len(), device)?;
+        let y = Tensor::from_vec(outputs, (take.inputs.len(), OUTPUT_SIZE), device)?;
         total += loss(&y, &batch, None)?.to_scalar::<f32>()? as f64 * batch.frames as f64;
         frames += batch.frames as f64;
     }
@@ -240,14 +247,64 @@ fn sample_windows(set: &FrameSet, rng: &mut Rng, count: usize, len: usize) -> Ve
         .collect()
 }
 
-/// Trains a timbre network on `train`, keeping the weights best on `valid`;
-/// with a teacher and a blend, as a student.
+/// The timbre objective: the frame loss against the analysed targets,
+/// blended with a teacher's outputs where there is one, scored by the
+/// kernel's loss on the validation takes.
+pub struct TimbreObjective<'a> {
+    train: &'a FrameSet,
+    valid: &'a FrameSet,
+    teacher: Option<(&'a Teacher, f64)>,
+    rng: Rng,
+    device: Device,
+}
+
+impl<'a> TimbreObjective<'a> {
+    /// With a teacher and a blend `b`, the targets are `b * analysed + (1 -
+    /// b) * teacher`.
+    pub fn new(
+        (train, valid): (&'a FrameSet, &'a FrameSet),
+        teacher: Option<(&'a Teacher, f64)>,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        TimbreObjective {
+            train,
+            valid,
+            teacher,
+            rng: Rng::new(seed ^ 0x7173),
+            device: device.clone(),
+        }
+    }
+}
+
+impl Objective for TimbreObjective<'_> {
+    fn loss(&mut self, net: &StepNet, config: &TrainConfig) -> Result<(Tensor, f64)> {
+        let device = &self.device;
+        let windows = sample_windows(self.train, &mut self.rng, config.batch, config.window);
+        let batch = batch(self.train, &windows, config.window, device)?;
+        let y = net.forward_dense(&batch.x, Some((config.dropout, &mut self.rng)), device)?;
+        let taught = match self.teacher {
+            Some((t, blend)) => Some((t.outputs(&batch.x, device)?, blend)),
+            None => None,
+        };
+        let value = loss(&y, &batch, taught.as_ref().map(|(t, b)| (t, *b)))?;
+        let reported = value.to_scalar::<f32>()? as f64;
+        Ok((value, reported))
+    }
+
+    fn score(&self, net: &GruNet) -> Result<(f64, String)> {
+        let valid_loss = kernel_loss(net, self.valid, &self.device)?;
+        Ok((valid_loss, format!("valid loss {valid_loss:.4}")))
+    }
+}
+
+/// Trains a timbre network from fresh weights on `train`, keeping the
+/// weights best on `valid`; with a teacher and a blend, as a student.
 pub fn train(
     label: &str,
     config: &TrainConfig,
-    teacher: Option<(&StepNet, f64)>,
-    train: &FrameSet,
-    valid: &FrameSet,
+    teacher: Option<(&Teacher, f64)>,
+    (train, valid): (&FrameSet, &FrameSet),
     device: &Device,
 ) -> Result<Trained> {
     let net = StepNet::new(
@@ -259,22 +316,17 @@ pub fn train(
         device,
     )?;
     net.set_output_bias(&train.mean_output())?;
-    let mut rng = Rng::new(config.seed ^ 0x7173);
-    let loss = |net: &StepNet| -> Result<(Tensor, f64)> {
-        let windows = sample_windows(train, &mut rng, config.batch, config.window);
-        let batch = batch(train, &windows, config.window, device)?;
-        let y = net.forward_dense(&batch.x, Some((config.dropout, &mut rng)), device)?;
-        let taught = match teacher {
-            Some((t, blend)) => Some((t.forward_dense(&batch.x, None, device)?.detach(), blend)),
-            None => None,
-        };
-        let value = loss(&y, &batch, taught.as_ref().map(|(t, b)| (t, *b)))?;
-        let reported = value.to_scalar::<f32>()? as f64;
-        Ok((value, reported))
-    };
-    let validate = |net: &StepNet| -> Result<(f64, String)> {
-        let valid_loss = evaluate(net, valid, device)?;
-        Ok((valid_loss, format!("valid loss {valid_loss:.4}")))
-    };
-    fit(label, config, net, loss, validate)
+    let objective = std::cell::RefCell::new(TimbreObjective::new(
+        (train, valid),
+        teacher,
+        config.seed,
+        device,
+    ));
+    fit(
+        label,
+        config,
+        net,
+        |net| objective.borrow_mut().loss(net, config),
+        |net| objective.borrow().score(&net.to_gru_net()?),
+    )
 }
