@@ -101,6 +101,11 @@ fn budget(text: &str) -> Result<(usize, f64)> {
 /// Runs the search.
 pub fn run(args: &CompressArgs, command: String) -> Result<()> {
     let (block_size, sample_rate) = budget(&args.budget)?;
+    anyhow::ensure!(
+        args.share > 0.0 && args.share <= 1.0,
+        "--share {} is not a share of the buffer's time: it lies in (0, 1]",
+        args.share
+    );
     let int8 = args
         .precisions
         .iter()
