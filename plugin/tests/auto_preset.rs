@@ -240,6 +240,50 @@ fn offline_auto_plays_the_preset_planned_for_the_buffer_whatever_the_costs() {
     }
 }
 
+/// One real-time block with no MIDI in, its output dropped.
+fn real_time_block(
+    engine: &mut Engine,
+    host: &Transport,
+    settings: &Settings,
+    (left, right): &mut (Vec<f32>, Vec<f32>),
+) {
+    engine.process(host, settings, &[], false, left, right, &mut |_| {});
+}
+
+#[test]
+fn fewer_voices_leave_room_for_a_better_preset() {
+    const RATE: f64 = 48_000.0;
+    const BLOCK: usize = 256;
+    // Two frames per voice per buffer, a budget of 2667 us: the first
+    // preset's frames fit for up to six voices, the second's for all eight.
+    let presets = [(0.5, cost(10.0, 200.0)), (0.5, cost(10.0, 20.0))];
+    let kernels = PITCHES[..2].iter().map(|p| always_note(*p)).collect();
+    let mut engine = Engine::new(kernels, RATE).unwrap();
+    engine.set_costs(CostTable::measured(&presets));
+    engine.configure(RATE, BLOCK);
+    let mut buffers = (vec![0.0; BLOCK], vec![0.0; BLOCK]);
+    let mut fit_with = |voices: usize| {
+        let settings = Settings {
+            voices,
+            ..settings()
+        };
+        real_time_block(
+            &mut engine,
+            &transport(false, 0, RATE),
+            &settings,
+            &mut buffers,
+        );
+        engine.auto_status().fit
+    };
+    assert_eq!(fit_with(8), 1);
+    assert_eq!(fit_with(6), 0);
+    assert_eq!(fit_with(7), 1);
+    assert_eq!(fit_with(1), 0);
+    // Out of range counts are clamped: none plans for more than eight.
+    assert_eq!(fit_with(0), 0);
+    assert_eq!(fit_with(64), 1);
+}
+
 fn engine_workload(block: usize, sample_rate: f64) -> wren::engine::cost::Workload {
     wren::engine::cost::Workload {
         block_size: block,
@@ -265,7 +309,7 @@ fn a_stalled_inference_thread_makes_auto_step_down_and_back_up() {
         ..settings()
     };
     let period = Duration::from_secs_f64(BLOCK as f64 / RATE);
-    let (mut left, mut right) = (vec![0.0; BLOCK], vec![0.0; BLOCK]);
+    let mut buffers = (vec![0.0; BLOCK], vec![0.0; BLOCK]);
     let started = Instant::now();
     let mut blocks = 0u32;
     // Plays blocks paced by the wall clock until `done` or `limit` blocks;
@@ -274,15 +318,7 @@ fn a_stalled_inference_thread_makes_auto_step_down_and_back_up() {
         for played in 1..=limit {
             let position = blocks as usize * BLOCK;
             let host = transport(blocks > 0, position, RATE);
-            engine.process(
-                &host,
-                &settings,
-                &[],
-                false,
-                &mut left,
-                &mut right,
-                &mut |_| {},
-            );
+            real_time_block(engine, &host, &settings, &mut buffers);
             blocks += 1;
             if let Some(rest) = (started + period * blocks).checked_duration_since(Instant::now()) {
                 std::thread::sleep(rest);

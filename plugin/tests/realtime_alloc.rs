@@ -91,6 +91,11 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
                     time_signature: Some((4, 4)),
                 };
                 let events: &[NoteEvent] = if block % 700 == 0 { &midi } else { &[] };
+                // The voice count changes now and then: auto plans again.
+                let settings = Settings {
+                    voices: 8 - (block / 500) % 8,
+                    ..settings
+                };
                 engine.process(
                     &transport,
                     &settings,

@@ -50,6 +50,7 @@ PARAMETERS = {
     "midi_out",
     "free_tempo_bpm",
     "instrument",
+    "voices",
 }
 PARAMETER_NAMES = {
     "Preset",
@@ -65,6 +66,7 @@ PARAMETER_NAMES = {
     "MIDI out",
     "Free tempo",
     "Instrument",
+    "Voices",
 }
 
 FRAME = 2048

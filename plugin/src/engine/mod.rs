@@ -90,6 +90,10 @@ pub struct Settings {
     pub midi_out: bool,
     /// Tempo when the host gives none.
     pub free_tempo: f64,
+    /// Neural voices that may sound at once, 1 to [`voices::VOICES`]: a
+    /// note beyond them takes a voice over. Auto plans the buffer for this
+    /// many, so fewer voices leave room for a better preset.
+    pub voices: usize,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             gain: 0.5,
             midi_out: true,
             free_tempo: 120.0,
+            voices: voices::VOICES,
         }
     }
 }
@@ -194,6 +199,8 @@ pub struct Engine {
     inference: InferenceHandle,
     synth: Synth,
     voices: NeuralVoices,
+    /// Neural voices that may sound at once, as last set.
+    voice_limit: usize,
     /// Which neural instruments have kernels.
     installed: Vec<bool>,
     max_block: usize,
@@ -257,6 +264,7 @@ impl Engine {
             inference: inference::spawn(kernels, timbres)?,
             synth: Synth::new(sample_rate as f32),
             voices: NeuralVoices::new(sample_rate as f32, 0, 0),
+            voice_limit: voices::VOICES,
             installed,
             max_block,
             latency: 0,
@@ -308,7 +316,7 @@ impl Engine {
         self.max_block = max_block;
         self.take_costs();
         self.auto
-            .set_buffer(max_block, self.sample_rate, voices::VOICES);
+            .set_buffer(max_block, self.sample_rate, self.voice_limit);
         self.latency = if self.installed.contains(&true) {
             max_block
         } else {
@@ -318,6 +326,7 @@ impl Engine {
         // Frames of the old bank still in flight carry earlier times.
         let start = self.voices.clock() + (1 << 24);
         self.voices = NeuralVoices::new(self.sample_rate as f32, self.latency, start);
+        self.voices.set_limit(self.voice_limit);
         self.delay_line = vec![0.0; self.latency];
         self.delay_at = 0;
         self.midi_pending.clear();
@@ -418,6 +427,17 @@ impl Engine {
         }
     }
 
+    /// Limits the neural voices; auto plans for them. Real-time safe.
+    fn set_voice_limit(&mut self, voices: usize) {
+        let limit = voices.clamp(1, voices::VOICES);
+        if limit != self.voice_limit {
+            self.voice_limit = limit;
+            self.voices.set_limit(limit);
+            self.auto
+                .set_buffer(self.max_block, self.sample_rate, limit);
+        }
+    }
+
     /// The variant this block runs: the chosen one, or auto's. Real-time safe.
     fn choose_variant(&mut self, settings: &Settings, offline: bool, frames: usize) -> usize {
         self.take_costs();
@@ -453,6 +473,7 @@ impl Engine {
     ) {
         let frames = left.len().min(right.len());
         left[..frames].fill(0.0);
+        self.set_voice_limit(settings.voices);
         self.variant = self.choose_variant(settings, offline, frames);
         let settings = &Settings {
             variant: self.variant,

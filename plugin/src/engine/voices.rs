@@ -124,6 +124,8 @@ pub struct NeuralVoices {
     /// clock is `delay` behind; both start so that it starts at zero.
     now: u64,
     control: [ControlVoice; VOICES],
+    /// Voices notes may take: the first `limit`.
+    limit: usize,
     render: Vec<RenderVoice>,
     counter: u64,
     late_frames: u64,
@@ -142,6 +144,7 @@ impl NeuralVoices {
             delay,
             now: start + delay,
             control: [ControlVoice::IDLE; VOICES],
+            limit: VOICES,
             render: (0..VOICES)
                 .map(|_| RenderVoice {
                     synth: HarmonicSynth::new(sample_rate),
@@ -178,6 +181,20 @@ impl NeuralVoices {
         self.control.iter().filter(|v| v.active).count()
     }
 
+    /// Lets notes take only the first `limit` voices (1 to [`VOICES`]);
+    /// notes held by the others are released.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, VOICES);
+        let now = self.now;
+        for v in self.control[self.limit..]
+            .iter_mut()
+            .filter(|v| v.active && v.gate)
+        {
+            v.gate = false;
+            v.off_at = now;
+        }
+    }
+
     /// Starts a note now: the voice holding the same note of the same
     /// source (a retrigger), else a free voice, else the oldest released
     /// voice, else the oldest sounding one, else one whose final frame still
@@ -185,9 +202,9 @@ impl NeuralVoices {
     pub fn note_on(&mut self, note: u8, velocity: f32, source: Source) {
         self.counter += 1;
         let now = self.now;
-        let voices = &self.control;
+        let voices = &self.control[..self.limit];
         let oldest = |keep: &dyn Fn(&ControlVoice) -> bool| {
-            (0..VOICES)
+            (0..voices.len())
                 .filter(|&i| keep(&voices[i]))
                 .min_by_key(|&i| voices[i].age)
         };
@@ -420,5 +437,51 @@ impl NeuralVoices {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notes the control side holds with their gate down.
+    fn held(voices: &NeuralVoices) -> Vec<u8> {
+        let mut notes: Vec<u8> = voices
+            .control
+            .iter()
+            .filter(|v| v.active && v.gate)
+            .map(|v| v.note)
+            .collect();
+        notes.sort_unstable();
+        notes
+    }
+
+    #[test]
+    fn notes_take_only_the_voices_the_limit_allows() {
+        let mut voices = NeuralVoices::new(48_000.0, 64, 0);
+        voices.set_limit(2);
+        for note in [60, 62, 64] {
+            voices.note_on(note, 0.8, Source::User);
+        }
+        // The third note took over the oldest.
+        assert_eq!(voices.active_voices(), 2);
+        assert_eq!(held(&voices), [62, 64]);
+        // Lowering the limit releases what the dropped voice held.
+        voices.set_limit(1);
+        assert_eq!(held(&voices).len(), 1);
+        assert_eq!(voices.active_voices(), 2, "the released note still fades");
+        voices.note_on(67, 0.8, Source::User);
+        assert_eq!(held(&voices), [67]);
+        // Raised again, every voice is there to take.
+        voices.set_limit(VOICES);
+        for note in 70..70 + VOICES as u8 {
+            voices.note_on(note, 0.8, Source::User);
+        }
+        assert_eq!(held(&voices).len(), VOICES);
+        // Out of range limits are clamped.
+        voices.set_limit(0);
+        assert_eq!(voices.limit, 1);
+        voices.set_limit(99);
+        assert_eq!(voices.limit, VOICES);
     }
 }

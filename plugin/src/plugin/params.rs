@@ -5,6 +5,7 @@
 use nice_plug::prelude::*;
 
 use crate::engine::sampling::{SamplingControls, Scale};
+use crate::engine::voices::VOICES;
 use crate::engine::{Mode, Settings, Timbre};
 use crate::melody::tokens::{HIGHEST_PITCH, LOWEST_PITCH};
 use crate::presets::Selection;
@@ -209,6 +210,9 @@ pub struct WrenParams {
     /// The voice that plays.
     #[id = "instrument"]
     pub instrument: EnumParam<InstrumentChoice>,
+    /// Neural voices that may sound at once.
+    #[id = "voices"]
+    pub voices: IntParam,
 }
 
 impl Default for WrenParams {
@@ -268,6 +272,14 @@ impl Default for WrenParams {
             .with_unit(" BPM")
             .with_step_size(0.1),
             instrument: EnumParam::new("Instrument", InstrumentChoice::Flute),
+            voices: IntParam::new(
+                "Voices",
+                VOICES as i32,
+                IntRange::Linear {
+                    min: 1,
+                    max: VOICES as i32,
+                },
+            ),
         }
     }
 }
@@ -297,6 +309,7 @@ impl WrenParams {
             gain: util::db_to_gain(self.level.value()),
             midi_out: self.midi_out.value(),
             free_tempo: self.free_tempo.value() as f64,
+            voices: self.voices.value().max(1) as usize,
         }
     }
 }
