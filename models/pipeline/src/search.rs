@@ -282,7 +282,8 @@ fn measure_candidates(
     Ok(measured)
 }
 
-/// The teacher and the starting weights of one model's search. A start
+/// The teacher of one model's search, its name (the file's stem) and the
+/// starting weights of every candidate. A start
 /// model, else a Wren GRU teacher, is the starting point of every
 /// candidate; a teacher of any other graph teaches students that start from
 /// scratch.
@@ -290,7 +291,7 @@ fn teacher_and_start(
     config: &SearchConfig,
     instrument: Option<&str>,
     device: &Device,
-) -> Result<(Teacher, GruNet)> {
+) -> Result<(Teacher, String, GruNet)> {
     let named = |path: &Path| -> PathBuf {
         match instrument {
             Some(name) => path.to_string_lossy().replace("{instrument}", name).into(),
@@ -334,7 +335,10 @@ fn teacher_and_start(
             StepNet::new(input, widest, layers, output, config.train.seed, device)?.to_gru_net()?
         }
     };
-    Ok((teacher, start))
+    let name = teacher_path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    Ok((teacher, name, start))
 }
 
 /// Times the candidates grown from `start` and returns them with the
@@ -454,7 +458,7 @@ pub fn run(config: &SearchConfig) -> Result<Vec<Outcome>> {
 
 fn search_melody(config: &SearchConfig, data: &PipelineConfig, paired: Cost) -> Result<Outcome> {
     let device = Device::Cpu;
-    let (teacher, start) = teacher_and_start(config, None, &device)?;
+    let (teacher, teacher_name, start) = teacher_and_start(config, None, &device)?;
     let measured = candidates(config, Role::Melody, &start, paired)?;
     let melodies = load_data(data)?;
     let (train, valid, test) = (
@@ -500,7 +504,7 @@ fn search_melody(config: &SearchConfig, data: &PipelineConfig, paired: Cost) -> 
     );
     ship(
         config,
-        &config.name,
+        (&config.name, &teacher_name),
         "melody",
         &net,
         &melodies.record,
@@ -532,7 +536,7 @@ fn search_timbre(
 ) -> Result<Outcome> {
     let device = Device::Cpu;
     let name = instrument.name;
-    let (teacher, start) = teacher_and_start(config, Some(name), &device)?;
+    let (teacher, teacher_name, start) = teacher_and_start(config, Some(name), &device)?;
     let measured = candidates(config, Role::Timbre, &start, paired)?;
     let font = load_soundfont(&data.soundfont)?;
     let tunes = wren::melody::dataset::read_dataset(&data.melodies)?;
@@ -583,7 +587,7 @@ fn search_timbre(
     let model = format!("timbre-{name}-{}", config.name);
     ship(
         config,
-        &model,
+        (&model, &teacher_name),
         "timbre",
         &net,
         &recordings.record,
@@ -600,10 +604,10 @@ fn search_timbre(
     })
 }
 
-/// Writes a model and its manifest entry.
+/// Writes a model, taught by `teacher`, and its manifest entry.
 fn ship(
     config: &SearchConfig,
-    model: &str,
+    (model, teacher): (&str, &str),
     role: &str,
     net: &GruNet,
     record: &wren::model::manifest::DataRecord,
@@ -612,21 +616,13 @@ fn ship(
 ) -> Result<()> {
     let out = config.out_dir();
     std::fs::create_dir_all(out)?;
-    let teacher = config
-        .teacher
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned());
-    let teacher = teacher.map(|t| match model.strip_prefix("timbre-") {
-        Some(rest) => t.replace("{instrument}", rest.split('-').next().unwrap_or(rest)),
-        None => t,
-    });
     let entry = write_model(
         out,
         net,
         Shipping {
             name: model,
             role,
-            teacher: teacher.as_deref(),
+            teacher: Some(teacher),
             data: record,
             command: config.command(),
             training,
