@@ -1,7 +1,8 @@
 //! Offline renders do not depend on how the host cuts the timeline into
 //! blocks: random block sizes from 0 to the largest (1, 3, 63 and 1023
 //! among them) give the same audio and the same MIDI, sample for sample,
-//! as fixed blocks.
+//! as fixed blocks; and a re-activated instance plays at every common
+//! buffer and sample rate.
 
 use wren::engine::{Engine, NoteEvent, Settings, Timbre, Transport};
 
@@ -111,5 +112,59 @@ fn offline_output_does_not_depend_on_the_block_sizes() {
             assert!(a == b, "{timbre:?}: left differs at sample {i}: {a} vs {b}");
         }
         assert_eq!(fixed_right, right, "{timbre:?}: right differs");
+    }
+}
+
+#[test]
+fn reactivation_at_other_buffers_and_sample_rates_keeps_playing() {
+    let mut engine: Engine = wren::start_engine(44_100.0, 512).unwrap();
+    let settings = Settings {
+        variant: 2,
+        timbre: Timbre::Neural(0),
+        seed: 3,
+        ..Settings::default()
+    };
+    // As a host re-activates: each configuration in turn on one instance.
+    for (rate, block) in [
+        (44_100.0, 512),
+        (48_000.0, 2048),
+        (48_000.0, 4096),
+        (22_050.0, 256),
+        (88_200.0, 1024),
+        (192_000.0, 64),
+        (96_000.0, 4096),
+    ] {
+        engine.configure(rate, block);
+        assert_eq!(engine.latency(), block, "{block} at {rate}");
+        let (mut left, mut right) = (vec![0.0; block], vec![0.0; block]);
+        let (mut notes, mut peak) = (0, 0.0f32);
+        let mut position = 0;
+        while position < (3.0 * rate) as usize {
+            let transport = Transport {
+                playing: true,
+                tempo: Some(TEMPO),
+                pos_beats: Some(position as f64 / rate * TEMPO / 60.0),
+                time_signature: Some((4, 4)),
+            };
+            engine.process(
+                &transport,
+                &settings,
+                &[],
+                true,
+                &mut left,
+                &mut right,
+                &mut |event| notes += matches!(event, NoteEvent::On { .. }) as usize,
+            );
+            for sample in left.iter().chain(&right) {
+                assert!(sample.is_finite(), "{block} at {rate}");
+                peak = peak.max(sample.abs());
+            }
+            position += block;
+        }
+        assert!(notes > 4, "{block} at {rate}: {notes} notes");
+        assert!(
+            peak > 1e-3 && peak <= wren::engine::OUTPUT_LIMIT,
+            "{block} at {rate}: peak {peak}"
+        );
     }
 }
