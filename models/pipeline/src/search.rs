@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use rustysynth::SoundFont;
 use wren::engine::cost::{measure, Cost, PresetCost, Workload};
 use wren::engine::models::{Role, EMBEDDED_MODELS};
+use wren::melody::dataset::{read_dataset, Tune};
 use wren::model::kernel::GruKernel;
 use wren::model::onnx::import;
 use wren::model::GruNet;
@@ -446,11 +448,14 @@ pub fn run(config: &SearchConfig) -> Result<Vec<Outcome>> {
     let paired = paired_cost(config)?;
     let outcomes = match &config.network {
         Network::Melody(data) => vec![search_melody(config, data, paired)?],
-        Network::Timbre(data) => data
-            .instruments
-            .iter()
-            .map(|instrument| search_timbre(config, data, instrument, paired))
-            .collect::<Result<_>>()?,
+        Network::Timbre(data) => {
+            let font = load_soundfont(&data.soundfont)?;
+            let tunes = read_dataset(&data.melodies)?;
+            data.instruments
+                .iter()
+                .map(|instrument| search_timbre(config, data, instrument, (&font, &tunes), paired))
+                .collect::<Result<_>>()?
+        }
     };
     write_preset(config, &outcomes)?;
     Ok(outcomes)
@@ -532,15 +537,14 @@ fn search_timbre(
     config: &SearchConfig,
     data: &TimbreConfig,
     instrument: &Instrument,
+    (font, tunes): (&Arc<SoundFont>, &[Tune]),
     paired: Cost,
 ) -> Result<Outcome> {
     let device = Device::Cpu;
     let name = instrument.name;
     let (teacher, teacher_name, start) = teacher_and_start(config, Some(name), &device)?;
     let measured = candidates(config, Role::Timbre, &start, paired)?;
-    let font = load_soundfont(&data.soundfont)?;
-    let tunes = wren::melody::dataset::read_dataset(&data.melodies)?;
-    let recordings = record_instrument(data, instrument, &font, &tunes)?;
+    let recordings = record_instrument(data, instrument, font, tunes)?;
     let (train, valid) = (
         FrameSet::new(&recordings.train),
         FrameSet::new(&recordings.valid),
