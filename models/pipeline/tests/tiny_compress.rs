@@ -134,14 +134,21 @@ fn soundfont() -> bool {
     false
 }
 
+/// An empty folder of this process for one test's outputs.
+fn fresh_dir(name: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    out
+}
+
 fn hex_digest(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
 fn search_from_a_wren_teacher_writes_a_model_that_loads() {
-    let out = std::env::temp_dir().join(format!("wren-search-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh_dir("wren-search");
     let teacher = models().join("melody-student.onnx");
     let outcomes = run(&config(teacher, &out, vec![48, 24])).unwrap();
     assert_eq!(outcomes.len(), 1);
@@ -231,9 +238,7 @@ fn tanh_rnn_teacher(input: usize, state: usize, output: usize) -> Vec<u8> {
 
 #[test]
 fn search_distills_from_an_onnx_teacher_of_another_architecture() {
-    let out = std::env::temp_dir().join(format!("wren-search-onnx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = fresh_dir("wren-search-onnx");
     let teacher = out.join("tanh-rnn.onnx");
     std::fs::write(&teacher, tanh_rnn_teacher(INPUT_SIZE, 40, VOCAB)).unwrap();
     assert!(wren::model::onnx::import(&std::fs::read(&teacher).unwrap()).is_err());
@@ -245,8 +250,7 @@ fn search_distills_from_an_onnx_teacher_of_another_architecture() {
 
 #[test]
 fn a_teacher_of_the_other_network_is_refused() {
-    let out = std::env::temp_dir().join(format!("wren-search-wrong-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh_dir("wren-search-wrong");
     let teacher = models().join("timbre-flute-student.onnx");
     let error = run(&config(teacher, &out, vec![24]))
         .err()
@@ -263,8 +267,7 @@ fn timbre_search_from_a_wren_teacher_prunes_factorizes_and_quantizes() {
     if !soundfont() {
         return;
     }
-    let out = std::env::temp_dir().join(format!("wren-search-timbre-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh_dir("wren-search-timbre");
     let teacher = models().join("timbre-{instrument}-student.onnx");
     let outcomes = run(&timbre_config(teacher, &out, vec![64, 32])).unwrap();
     assert_eq!(outcomes.len(), 1);
@@ -285,9 +288,7 @@ fn timbre_search_distills_from_an_onnx_teacher_of_another_architecture() {
     if !soundfont() {
         return;
     }
-    let out = std::env::temp_dir().join(format!("wren-search-timbre-onnx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = fresh_dir("wren-search-timbre-onnx");
     let widths = (wren::timbre::INPUT_SIZE, wren::timbre::OUTPUT_SIZE);
     std::fs::write(
         out.join("tanh-flute.onnx"),
