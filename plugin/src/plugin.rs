@@ -21,7 +21,9 @@ use nice_plug::prelude::*;
 
 use crate::engine::{self, Engine};
 
-pub use params::{InstrumentChoice, KeyChoice, ModeChoice, PresetChoice, ScaleChoice, WrenParams};
+pub use params::{
+    InstrumentChoice, KeyChoice, ModeChoice, ModelField, PresetChoice, ScaleChoice, WrenParams,
+};
 
 /// Most note events taken from the host in one block; more are dropped.
 pub const MIDI_IN_CAPACITY: usize = 1024;
@@ -69,8 +71,11 @@ impl Wren {
             return true;
         }
         match crate::start_engine(sample_rate, max_block) {
-            Ok(engine) => {
+            Ok(mut engine) => {
                 log::info!("Wren engine started at {sample_rate} Hz");
+                if let Some(installer) = engine.take_installer() {
+                    self.params.models.0.attach(installer);
+                }
                 self.engine = Some(engine);
                 true
             }
@@ -79,6 +84,11 @@ impl Wren {
                 false
             }
         }
+    }
+
+    /// The user's models: what the state names and how their loading went.
+    pub fn models(&self) -> &Arc<crate::engine::library::ModelLibrary> {
+        &self.params.models.0
     }
 
     /// Logs what the auto preset chose for the current buffer. Main thread.

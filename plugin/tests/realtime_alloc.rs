@@ -1,27 +1,42 @@
-//! In steady state neither the audio path nor the inference thread allocates.
+//! In steady state neither the audio path nor the inference thread allocates
+//! or frees.
 //!
 //! A counting global allocator sees every thread of this test binary; the
 //! count covers `Engine::process` on this thread and every melody step and
-//! timbre frame the inference thread runs meanwhile, with fixed presets and
-//! with auto stepping down while the inference thread falls behind.
+//! timbre frame the inference thread runs meanwhile, with fixed presets,
+//! with auto stepping down while the inference thread falls behind, and
+//! while another thread installs new models (that thread is exempt: it
+//! builds the kernels and frees the ones that come back).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use wren::engine::cost::{CostTable, PresetCost};
 use wren::engine::sampling::SamplingControls;
 use wren::engine::{Mode, NoteEvent, Settings, Transport};
+use wren::model::kernel::GruKernel;
 
 struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static FREES: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on a thread whose allocations are not counted.
+    static EXEMPT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counted() -> bool {
+    COUNTING.load(Ordering::Relaxed) && !EXEMPT.with(Cell::get)
+}
 
 // SAFETY: every call forwards to the system allocator unchanged; the
 // counter is an atomic and allocates nothing itself.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counted() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as our caller's.
@@ -29,12 +44,15 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            FREES.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counted() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: `ptr` came from `System.alloc` with this layout.
@@ -136,7 +154,46 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
     let frames_before = engine.inference_stats().frames.load(Ordering::SeqCst);
     let step_downs_before = engine.auto_status().step_downs;
 
+    // Models replaced while blocks play: the installer's thread builds
+    // the kernels and frees the old ones; the inference thread only swaps.
+    let mut installer = engine.take_installer().unwrap();
+    let go = std::sync::Arc::new(AtomicBool::new(false));
+    let ready = std::sync::Arc::new(AtomicBool::new(false));
+    let (started, loaded) = (go.clone(), ready.clone());
+    let swapper = std::thread::spawn(move || {
+        EXEMPT.with(|e| e.set(true));
+        let melody =
+            wren::engine::models::load_embedded(&["melody-ultra", "melody-teacher"]).unwrap();
+        let flute = wren::engine::models::load_embedded(&[
+            "timbre-flute-student-int8",
+            "timbre-flute-teacher",
+        ])
+        .unwrap();
+        loaded.store(true, Ordering::SeqCst);
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for round in 0..40 {
+            for variant in 0..installer.melody_variants() {
+                let kernel = GruKernel::new(&melody[round % 2].net);
+                installer.install_melody(variant, kernel).unwrap();
+            }
+            for variant in 0..installer.timbre_variants(0) {
+                let kernel = GruKernel::new(&flute[round % 2].net);
+                installer.install_timbre(0, variant, kernel).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(installer.settle(std::time::Duration::from_secs(5)));
+        40
+    });
+
+    // The new thread frees what its start took before it is exempt.
+    while !ready.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     COUNTING.store(true, Ordering::SeqCst);
+    go.store(true, Ordering::SeqCst);
     let mut notes = 0;
     for variant in 0..presets {
         notes += run_blocks(&mut engine, 3000, Some(variant), Mode::Generate);
@@ -149,6 +206,7 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
     engine.stall_inference(0);
     notes += run_blocks(&mut engine, 3000, None, Mode::Generate);
     COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(swapper.join().unwrap(), 40, "every model was installed");
 
     let steps = engine.stats().played_steps - steps_before;
     let frames = engine.inference_stats().frames.load(Ordering::SeqCst) - frames_before;
@@ -168,6 +226,11 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
         ALLOCATIONS.load(Ordering::SeqCst),
         0,
         "allocations during {steps} steps and {frames} frames"
+    );
+    assert_eq!(
+        FREES.load(Ordering::SeqCst),
+        0,
+        "frees during {steps} steps and {frames} frames"
     );
 }
 

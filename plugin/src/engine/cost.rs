@@ -297,6 +297,8 @@ impl Measurement {
         let thread = std::thread::Builder::new()
             .name("wren-cost".into())
             .spawn(move || {
+                // Measured as the inference thread runs.
+                super::denormals::flush();
                 let started = Instant::now();
                 let Some(table) = measure_presets(&models, &shares, MEASURE_STEPS, &stop_flag)
                 else {

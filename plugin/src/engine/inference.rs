@@ -6,6 +6,11 @@
 //! starts; a steady-state step or frame runs an allocation-free kernel and
 //! writes into preallocated scratch. The thread parks when there is no work
 //! and the audio thread unparks it.
+//!
+//! Models are replaced while the thread runs through an [`Installer`]: a
+//! new kernel and its state buffers, allocated by the caller, travel over a
+//! ring of their own; the thread swaps them in between two requests and
+//! sends the old ones back, so that they are freed off the real-time threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,6 +128,8 @@ pub struct InferenceHandle {
     stop: Arc<AtomicBool>,
     /// Microseconds the thread sleeps before each step and frame.
     stall: Arc<AtomicU64>,
+    /// The way new models reach the thread, until someone takes it.
+    installer: Option<Installer>,
 }
 
 impl InferenceHandle {
@@ -141,6 +148,183 @@ impl InferenceHandle {
     pub fn stall(&self, micros: u64) {
         self.stall.store(micros, Ordering::Relaxed);
         self.wake();
+    }
+
+    /// The installer of new models; there is one, and the first call takes it.
+    pub fn take_installer(&mut self) -> Option<Installer> {
+        self.installer.take()
+    }
+}
+
+/// A kernel on its way to the inference thread, with the state buffers
+/// that go with it.
+pub enum Swap {
+    /// A melody kernel for one variant, with its state (zeroed, its width).
+    Melody {
+        /// The variant it runs as.
+        variant: usize,
+        /// The kernel.
+        kernel: GruKernel,
+        /// Its recurrent state.
+        state: Vec<f32>,
+    },
+    /// A timbre kernel for one variant of an instrument.
+    Timbre {
+        /// The instrument.
+        instrument: usize,
+        /// The variant it runs as.
+        variant: usize,
+        /// The kernel.
+        kernel: GruKernel,
+        /// New per-voice states, when the kernel's state is wider than
+        /// every installed one.
+        states: Option<Vec<Vec<f32>>>,
+    },
+}
+
+/// What the inference thread hands back, to be freed elsewhere.
+#[allow(clippy::large_enum_variant)] // a box would be freed on the inference thread
+pub enum Retired {
+    /// A kernel replaced, or refused.
+    Kernel(GruKernel),
+    /// A melody variant's replaced state.
+    State(Vec<f32>),
+    /// The voices' replaced states.
+    States(Vec<Vec<f32>>),
+}
+
+/// Why a model could not be handed to the inference thread.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// No such variant is installed.
+    #[error("there is no {0} to replace")]
+    NoSlot(String),
+    /// The model does not read and write the widths of its network.
+    #[error("the model reads {0} inputs and writes {1} outputs, its network other widths")]
+    Widths(usize, usize),
+    /// The thread took nothing for a second.
+    #[error("the inference thread took no model for a second")]
+    Busy,
+}
+
+/// Capacity of the model rings.
+const SWAP_CAPACITY: usize = 64;
+
+/// Hands new kernels to a running inference thread and frees the old ones.
+/// Lives on a non-real-time thread (allocates, sleeps while the ring is full).
+pub struct Installer {
+    swaps: Producer<Swap>,
+    retired: Consumer<Retired>,
+    thread: std::thread::Thread,
+    melody_variants: usize,
+    timbre_variants: Vec<usize>,
+    timbre_width: usize,
+}
+
+impl Installer {
+    /// Melody variants installed.
+    pub fn melody_variants(&self) -> usize {
+        self.melody_variants
+    }
+
+    /// Timbre variants installed for `instrument` (0 if none).
+    pub fn timbre_variants(&self, instrument: usize) -> usize {
+        self.timbre_variants.get(instrument).copied().unwrap_or(0)
+    }
+
+    /// Replaces the melody kernel of `variant`. Its state starts at zero.
+    pub fn install_melody(
+        &mut self,
+        variant: usize,
+        kernel: GruKernel,
+    ) -> Result<(), InstallError> {
+        if variant >= self.melody_variants {
+            return Err(InstallError::NoSlot(format!("melody variant {variant}")));
+        }
+        let shape = kernel.shape();
+        if (shape.input, shape.output) != (INPUT_SIZE, VOCAB) {
+            return Err(InstallError::Widths(shape.input, shape.output));
+        }
+        let state = vec![0.0; shape.state()];
+        self.push(Swap::Melody {
+            variant,
+            kernel,
+            state,
+        })
+    }
+
+    /// Replaces the timbre kernel of `variant` of `instrument`. Notes
+    /// sounding on the old kernel play on with it to their end; new notes
+    /// take the new one.
+    pub fn install_timbre(
+        &mut self,
+        instrument: usize,
+        variant: usize,
+        kernel: GruKernel,
+    ) -> Result<(), InstallError> {
+        if variant >= self.timbre_variants(instrument) {
+            return Err(InstallError::NoSlot(format!(
+                "timbre variant {variant} of instrument {instrument}"
+            )));
+        }
+        let shape = kernel.shape();
+        if (shape.input, shape.output) != (timbre::INPUT_SIZE, timbre::OUTPUT_SIZE) {
+            return Err(InstallError::Widths(shape.input, shape.output));
+        }
+        let states = (shape.state() > self.timbre_width).then(|| {
+            self.timbre_width = shape.state();
+            vec![vec![0.0; shape.state()]; MAX_VOICES]
+        });
+        self.push(Swap::Timbre {
+            instrument,
+            variant,
+            kernel,
+            states,
+        })
+    }
+
+    /// Frees the kernels the thread has handed back; returns how many.
+    pub fn free_retired(&mut self) -> usize {
+        let mut freed = 0;
+        while self.retired.pop().is_ok() {
+            freed += 1;
+        }
+        freed
+    }
+
+    fn push(&mut self, mut swap: Swap) -> Result<(), InstallError> {
+        let started = std::time::Instant::now();
+        loop {
+            self.free_retired();
+            match self.swaps.push(swap) {
+                Ok(()) => {
+                    self.thread.unpark();
+                    return Ok(());
+                }
+                Err(rtrb::PushError::Full(back)) => swap = back,
+            }
+            if started.elapsed() > Duration::from_secs(1) {
+                return Err(InstallError::Busy);
+            }
+            self.thread.unpark();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits until the thread has taken every model handed to it, up to
+    /// `limit`, and frees what came back; returns whether it took them.
+    /// Kernels still playing their last notes come back later.
+    pub fn settle(&mut self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while self.swaps.slots() < SWAP_CAPACITY {
+            if started.elapsed() > limit {
+                return false;
+            }
+            self.thread.unpark();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.free_retired();
+        true
     }
 }
 
@@ -173,17 +357,32 @@ pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result
     let stats = Arc::new(InferenceStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let stall = Arc::new(AtomicU64::new(0));
+    let (swaps, swap_rx) = RingBuffer::new(SWAP_CAPACITY);
+    let (retired_tx, retired) = RingBuffer::new(SWAP_CAPACITY);
+    let melody_variants = kernels.len();
+    let timbre_variants = timbres.iter().map(Vec::len).collect();
+    let timbres = Timbres::new(timbres);
+    let timbre_width = timbres.width();
     let mut worker = Worker::new(
         kernels,
-        Timbres::new(timbres),
+        timbres,
         request_rx,
         (result_tx, frame_tx),
         (stats.clone(), stall.clone()),
     );
+    worker.models = Some((swap_rx, retired_tx));
     let stop_flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("wren-inference".into())
         .spawn(move || worker.run(&stop_flag))?;
+    let installer = Installer {
+        swaps,
+        retired,
+        thread: thread.thread().clone(),
+        melody_variants,
+        timbre_variants,
+        timbre_width,
+    };
     Ok(InferenceHandle {
         requests,
         results,
@@ -192,15 +391,31 @@ pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result
         thread: Some(thread),
         stop,
         stall,
+        installer: Some(installer),
     })
 }
 
+/// Which kernel a voice's state belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Owner {
+    instrument: u16,
+    variant: u16,
+    /// The slot's outgoing kernel, which plays on until its notes end.
+    outgoing: bool,
+}
+
 /// The timbre kernels and each voice's recurrent state.
+///
+/// A kernel replaced while voices sound stays as the slot's outgoing kernel
+/// and plays those voices' notes to their end, so that a model swap never
+/// cuts into a sounding note; new notes take the new kernel. The outgoing
+/// kernel goes back once no voice holds it.
 struct Timbres {
     kernels: TimbreKernels,
+    /// `[instrument][variant]`, like `kernels`.
+    outgoing: Vec<Vec<Option<GruKernel>>>,
     states: Vec<Vec<f32>>,
-    /// The `(instrument, variant)` each voice's state belongs to.
-    owners: [Option<(u16, u16)>; MAX_VOICES],
+    owners: [Option<Owner>; MAX_VOICES],
     x: [f32; timbre::INPUT_SIZE],
     y: [f32; timbre::OUTPUT_SIZE],
 }
@@ -214,6 +429,10 @@ impl Timbres {
             .max()
             .unwrap_or(0);
         Timbres {
+            outgoing: kernels
+                .iter()
+                .map(|set| set.iter().map(|_| None).collect())
+                .collect(),
             kernels,
             states: vec![vec![0.0; width]; MAX_VOICES],
             owners: [None; MAX_VOICES],
@@ -222,24 +441,125 @@ impl Timbres {
         }
     }
 
+    /// Width of each voice's state buffer.
+    fn width(&self) -> usize {
+        self.states.first().map_or(0, Vec::len)
+    }
+
+    /// Installs a kernel in a slot, with the wider states it brings if any
+    /// (the voices' states are copied into them). The replaced kernel plays
+    /// on as the slot's outgoing kernel if a voice holds it. Everything
+    /// replaced, or everything given if there is no such slot or the states
+    /// are too narrow, goes to `back` (at most three items). Real-time
+    /// safe: frees nothing.
+    fn install(
+        &mut self,
+        (instrument, variant): (usize, usize),
+        kernel: GruKernel,
+        states: Option<Vec<Vec<f32>>>,
+        back: &mut impl FnMut(Retired),
+    ) {
+        let width = states
+            .as_ref()
+            .map_or(self.width(), |s| s.first().map_or(0, Vec::len));
+        let counts = states.as_ref().is_none_or(|s| s.len() == MAX_VOICES);
+        let exists = self
+            .kernels
+            .get(instrument)
+            .is_some_and(|set| variant < set.len());
+        if !exists || !counts || width < kernel.shape().state() {
+            back(Retired::Kernel(kernel));
+            if let Some(states) = states {
+                back(Retired::States(states));
+            }
+            return;
+        }
+        if let Some(mut wider) = states {
+            for (new, old) in wider.iter_mut().zip(&self.states) {
+                new[..old.len()].copy_from_slice(old);
+            }
+            back(Retired::States(std::mem::replace(&mut self.states, wider)));
+        }
+        let (i, v) = (instrument as u16, variant as u16);
+        let held = |outgoing| {
+            Some(Owner {
+                instrument: i,
+                variant: v,
+                outgoing,
+            })
+        };
+        // An older outgoing kernel still playing gives way: its voices
+        // start over on the new kernel.
+        if let Some(older) = self.outgoing[instrument][variant].take() {
+            back(Retired::Kernel(older));
+            for owner in self.owners.iter_mut().filter(|o| **o == held(true)) {
+                *owner = None;
+            }
+        }
+        let replaced = std::mem::replace(&mut self.kernels[instrument][variant], kernel);
+        let mut holders = self
+            .owners
+            .iter_mut()
+            .filter(|o| **o == held(false))
+            .peekable();
+        if holders.peek().is_some() {
+            for owner in holders {
+                *owner = held(true);
+            }
+            self.outgoing[instrument][variant] = Some(replaced);
+        } else {
+            back(Retired::Kernel(replaced));
+        }
+    }
+
+    /// Hands back one outgoing kernel no voice holds any more, if any.
+    fn release(&mut self, back: &mut impl FnMut(Retired)) -> bool {
+        for (instrument, set) in self.outgoing.iter_mut().enumerate() {
+            for (variant, slot) in set.iter_mut().enumerate() {
+                let owner = Some(Owner {
+                    instrument: instrument as u16,
+                    variant: variant as u16,
+                    outgoing: true,
+                });
+                if slot.is_some() && !self.owners.contains(&owner) {
+                    if let Some(kernel) = slot.take() {
+                        back(Retired::Kernel(kernel));
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
     /// One frame of a voice; silence if no kernel is installed.
     fn frame(&mut self, request: &FrameRequest) -> FrameParams {
         let f0 = crate::timbre::pitch_hz(request.control.pitch);
         let voice = request.voice as usize % MAX_VOICES;
+        let instrument = request.instrument as usize;
         let Some(set) = self
             .kernels
-            .get_mut(request.instrument as usize)
+            .get_mut(instrument)
             .filter(|set| !set.is_empty())
         else {
             return FrameParams::silent(f0);
         };
         let variant = (request.variant as usize).min(set.len() - 1);
-        let owner = Some((request.instrument, variant as u16));
-        let kernel = &mut set[variant];
+        let owner = |outgoing| Owner {
+            instrument: request.instrument,
+            variant: variant as u16,
+            outgoing,
+        };
+        // A note under way keeps the kernel it started with.
+        let continuing = !request.fresh && self.owners[voice] == Some(owner(true));
+        let kernel = match self.outgoing[instrument][variant].as_mut() {
+            Some(outgoing) if continuing => outgoing,
+            _ => &mut set[variant],
+        };
         let state = &mut self.states[voice][..kernel.shape().state()];
-        if request.fresh || self.owners[voice] != owner {
+        if !continuing && (request.fresh || self.owners[voice] != Some(owner(false))) {
             state.fill(0.0);
-            self.owners[voice] = owner;
+            self.owners[voice] = Some(owner(false));
         }
         self.x = timbre::input(Some(&request.control));
         kernel.step(&self.x, state, &mut self.y);
@@ -267,6 +587,8 @@ pub struct Worker {
     frames: Producer<FrameResult>,
     stats: Arc<InferenceStats>,
     stall: Arc<AtomicU64>,
+    /// New models in, old models out.
+    models: Option<(Consumer<Swap>, Producer<Retired>)>,
 }
 
 impl Worker {
@@ -296,10 +618,63 @@ impl Worker {
             frames,
             stats,
             stall,
+            models: None,
+        }
+    }
+
+    /// Takes the models waiting on the ring and hands back what they
+    /// replace, and the outgoing timbre kernels no voice holds any more.
+    /// Leaves models waiting while the way back has no room for what they
+    /// could replace, so that nothing is ever freed here. Real-time safe.
+    fn take_models(&mut self) {
+        let Some((incoming, retired)) = self.models.as_mut() else {
+            return;
+        };
+        // Room on the way back is checked before each use.
+        while retired.slots() >= 3 {
+            let Ok(swap) = incoming.pop() else {
+                break;
+            };
+            let mut back = |item| {
+                let _ = retired.push(item);
+            };
+            match swap {
+                Swap::Melody {
+                    variant,
+                    kernel,
+                    state,
+                } => match (self.kernels.get_mut(variant), self.states.get_mut(variant)) {
+                    (Some(slot), Some(slot_state)) => {
+                        back(Retired::Kernel(std::mem::replace(slot, kernel)));
+                        back(Retired::State(std::mem::replace(slot_state, state)));
+                    }
+                    _ => {
+                        back(Retired::Kernel(kernel));
+                        back(Retired::State(state));
+                    }
+                },
+                Swap::Timbre {
+                    instrument,
+                    variant,
+                    kernel,
+                    states,
+                } => self
+                    .timbres
+                    .install((instrument, variant), kernel, states, &mut back),
+            }
+        }
+        while retired.slots() >= 1 {
+            let mut back = |item| {
+                let _ = retired.push(item);
+            };
+            if !self.timbres.release(&mut back) {
+                break;
+            }
         }
     }
 
     fn run(&mut self, stop: &AtomicBool) {
+        super::denormals::flush();
         while !stop.load(Ordering::Acquire) {
             if !self.drain() {
                 std::thread::park_timeout(Duration::from_millis(20));
@@ -312,6 +687,7 @@ impl Worker {
     /// Real-time safe: does not allocate, lock or block, except that it
     /// sleeps as long as the stall hook says ([`InferenceHandle::stall`]).
     pub fn drain(&mut self) -> bool {
+        self.take_models();
         let mut worked = false;
         while let Ok(request) = self.requests.pop() {
             worked = true;

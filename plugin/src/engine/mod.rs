@@ -9,8 +9,10 @@
 
 pub mod auto;
 pub mod cost;
+pub mod denormals;
 pub mod harmonic;
 pub mod inference;
+pub mod library;
 pub mod models;
 pub mod sampling;
 pub mod synth;
@@ -358,6 +360,12 @@ impl Engine {
         &self.inference.stats
     }
 
+    /// The installer of new models for the running inference thread; the
+    /// first call takes it (see [`library::ModelLibrary::attach`]).
+    pub fn take_installer(&mut self) -> Option<inference::Installer> {
+        self.inference.take_installer()
+    }
+
     /// Test and diagnostic hook: makes the inference thread sleep `micros`
     /// microseconds before every step and frame, as a slower or busier
     /// machine would take them; 0 ends the stall. See
@@ -460,6 +468,7 @@ impl Engine {
     /// the one before it takes effect at that one's offset.
     ///
     /// Real-time safe when `offline` is false: no allocation, lock or wait.
+    /// Denormals are flushed to zero during the block.
     #[allow(clippy::too_many_arguments)] // a block's separate inputs and outputs
     pub fn process(
         &mut self,
@@ -471,6 +480,7 @@ impl Engine {
         right: &mut [f32],
         midi_out: &mut dyn FnMut(NoteEvent),
     ) {
+        let _flush = denormals::FlushGuard::new();
         let frames = left.len().min(right.len());
         left[..frames].fill(0.0);
         self.set_voice_limit(settings.voices);

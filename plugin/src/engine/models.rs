@@ -84,11 +84,18 @@ impl Role {
     }
 }
 
-/// Loads and checks one model from ONNX bytes.
+/// Loads and checks one model from ONNX bytes; its role comes from its
+/// name (see [`Role::of`]).
 pub fn load_model(name: &str, bytes: &[u8]) -> Result<LoadedModel, ModelError> {
+    load_model_as(name, Role::of(name), bytes)
+}
+
+/// Loads and checks one model of a given role from ONNX bytes: decoded,
+/// its widths checked against the role's, optimized under tract, and the
+/// kernel compared with tract on probe inputs.
+pub fn load_model_as(name: &str, role: Role, bytes: &[u8]) -> Result<LoadedModel, ModelError> {
     let decoded = import(bytes)?;
     let shape = decoded.net.shape();
-    let role = Role::of(name);
     let (input, output) = role.widths();
     if (shape.input, shape.output) != (input, output) {
         return Err(ModelError::Contract(format!(

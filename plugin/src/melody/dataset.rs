@@ -136,8 +136,7 @@ fn split_of(line: &str) -> Split {
 
 /// SHA-256 of a file, as lowercase hex.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(crate::model::files::sha256_hex(&std::fs::read(path)?))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! weights), the loader (ONNX read back and checked against tract) and the
 //! allocation-free kernels the inference thread runs.
 
+pub mod files;
 pub mod kernel;
 pub mod manifest;
 pub mod onnx;

@@ -22,6 +22,23 @@ use super::{GruLayer, GruNet, Matrix, Shape};
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 /// Largest width of any dimension Wren accepts.
 pub const MAX_DIMENSION: usize = 8192;
+/// The operators a step model may use: those [`export`] writes. Anything
+/// else is refused before tract sees the graph.
+pub const OPERATORS: &[&str] = &[
+    "Add",
+    "Cast",
+    "Concat",
+    "DynamicQuantizeLinear",
+    "MatMul",
+    "MatMulInteger",
+    "Mul",
+    "Sigmoid",
+    "Slice",
+    "Sub",
+    "Tanh",
+];
+/// The versions of the default ONNX operator set a step model may declare.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
 
 /// Errors reading or checking a step model.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +64,7 @@ fn contract(msg: impl Into<String>) -> ModelError {
 const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
 const INT8: i32 = pb::tensor_proto::DataType::Int8 as i32;
 const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
+const EXTERNAL: i32 = pb::tensor_proto::DataLocation::External as i32;
 
 /// Builds the ONNX bytes of a step model; `metadata` goes into the file.
 pub fn export(net: &GruNet, metadata: &[(&str, String)]) -> Vec<u8> {
@@ -276,6 +294,7 @@ pub fn import(bytes: &[u8]) -> Result<Decoded, ModelError> {
     }
     let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Decode(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or_else(|| contract("no graph"))?;
+    check_operators(&model, graph)?;
     let find = |name: &str| graph.initializer.iter().find(|t| t.name == name);
     let single = |name: &str| -> Result<Matrix, ModelError> {
         if let Some(t) = find(name) {
@@ -389,6 +408,49 @@ fn floats(t: &pb::TensorProto, len: usize) -> Result<Vec<f32>, ModelError> {
         return Err(contract(format!("{} holds NaN or infinite values", t.name)));
     }
     Ok(values)
+}
+
+/// The operator set and every node's operator must be ones Wren runs, and
+/// every weight must lie in the file itself.
+fn check_operators(model: &pb::ModelProto, graph: &pb::GraphProto) -> Result<(), ModelError> {
+    for set in &model.opset_import {
+        let default = set.domain.is_empty() || set.domain == "ai.onnx";
+        if !default {
+            return Err(contract(format!(
+                "operator set {:?} is not supported (only the default ONNX set)",
+                set.domain
+            )));
+        }
+        if !OPSETS.contains(&set.version) {
+            return Err(contract(format!(
+                "ONNX operator set version {} is not supported ({} to {})",
+                set.version,
+                OPSETS.start(),
+                OPSETS.end()
+            )));
+        }
+    }
+    for node in &graph.node {
+        let default = node.domain.is_empty() || node.domain == "ai.onnx";
+        if !default || !OPERATORS.contains(&node.op_type.as_str()) {
+            return Err(contract(format!(
+                "operator {:?} is not supported (a step model uses {})",
+                node.op_type,
+                OPERATORS.join(", ")
+            )));
+        }
+    }
+    let external = graph
+        .initializer
+        .iter()
+        .find(|t| t.data_location == Some(EXTERNAL) || !t.external_data.is_empty());
+    if let Some(t) = external {
+        return Err(contract(format!(
+            "{} keeps its values in another file, which only a model folder provides",
+            t.name
+        )));
+    }
+    Ok(())
 }
 
 /// Every int8 weight must be read by a `MatMulInteger`: a file that only

@@ -2,8 +2,12 @@
 //!
 //! String ids are part of saved projects and automation: never change one.
 
+use std::sync::Arc;
+
+use nice_plug::params::persist::PersistentField;
 use nice_plug::prelude::*;
 
+use crate::engine::library::ModelLibrary;
 use crate::engine::sampling::{SamplingControls, Scale};
 use crate::engine::voices::VOICES;
 use crate::engine::{Mode, Settings, Timbre};
@@ -213,6 +217,28 @@ pub struct WrenParams {
     /// Neural voices that may sound at once.
     #[id = "voices"]
     pub voices: IntParam,
+    /// The user's model files, saved with the state.
+    #[persist = "models"]
+    pub models: ModelField,
+}
+
+/// The user's model files as the state saves them: a list of paths.
+/// Restoring a state hands the list to the instance's [`ModelLibrary`],
+/// which loads the models in the background.
+#[derive(Clone, Default)]
+pub struct ModelField(pub Arc<ModelLibrary>);
+
+impl<'a> PersistentField<'a, Vec<String>> for ModelField {
+    fn set(&self, paths: Vec<String>) {
+        self.0.restore(paths);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&Vec<String>) -> R,
+    {
+        f(&self.0.paths())
+    }
 }
 
 impl Default for WrenParams {
@@ -280,6 +306,7 @@ impl Default for WrenParams {
                     max: VOICES as i32,
                 },
             ),
+            models: ModelField::default(),
         }
     }
 }
