@@ -54,15 +54,16 @@ fn quiet_timbre() -> GruKernel {
     GruKernel::new(&constant_net(wren::timbre::INPUT_SIZE, b_out))
 }
 
-fn cost(melody_p99_us: f64, timbre_p99_us: f64) -> PresetCost {
-    let at = |p99_us: f64| Cost {
-        median_us: p99_us * 0.8,
-        p99_us,
-        p999_us: p99_us * 1.5,
+/// A preset's cost, given the p99.9 step times the fit rule plans with.
+fn cost(melody_p999_us: f64, timbre_p999_us: f64) -> PresetCost {
+    let at = |p999_us: f64| Cost {
+        median_us: p999_us * 0.5,
+        p99_us: p999_us / 1.5,
+        p999_us,
     };
     PresetCost {
-        melody: at(melody_p99_us),
-        timbre: at(timbre_p99_us),
+        melody: at(melody_p999_us),
+        timbre: at(timbre_p999_us),
     }
 }
 
@@ -89,7 +90,7 @@ fn transport(playing: bool, position: usize, sample_rate: f64) -> Transport {
 }
 
 /// The fit rule, worked out here on its own: worst-case work of a buffer at
-/// p99 (melody steps at 16th notes of the fastest planned tempo, 128-sample
+/// p99.9 (melody steps at 16th notes of the fastest planned tempo, 128-sample
 /// frames at 48 kHz scaled to the rate, for every voice) against the share.
 fn fits(share: f64, cost: &PresetCost, block: usize, sample_rate: f64) -> bool {
     let seconds = block as f64 / sample_rate;
@@ -97,7 +98,7 @@ fn fits(share: f64, cost: &PresetCost, block: usize, sample_rate: f64) -> bool {
     let steps = (seconds / step_seconds).ceil();
     let hop = (sample_rate * 128.0 / 48_000.0).round();
     let frames = (block as f64 / hop).ceil();
-    let work = steps * cost.melody.p99_us + VOICES * frames * cost.timbre.p99_us;
+    let work = steps * cost.melody.p999_us + VOICES * frames * cost.timbre.p999_us;
     work <= share * seconds * 1e6
 }
 

@@ -7,7 +7,7 @@
 //! [`CostTable::choose`]) is arithmetic on `Copy` values and real-time safe.
 //!
 //! A preset fits a buffer when the worst-case inference work of one buffer,
-//! at the p99 step cost, stays within the preset's share of the buffer's
+//! at the p99.9 step cost, stays within the preset's share of the buffer's
 //! duration: the melody steps the buffer can hold at the fastest planned
 //! tempo, plus every voice's timbre frames (`ceil(block_size / hop)` each).
 
@@ -119,10 +119,11 @@ impl Workload {
         share * self.seconds() * 1e6
     }
 
-    /// Worst-case inference work per buffer, in microseconds, at the p99 costs.
+    /// Worst-case inference work per buffer, in microseconds, at the p99.9
+    /// costs: a buffer in a thousand may take longer.
     pub fn work_us(&self, cost: &PresetCost) -> f64 {
         let frames = self.voices * self.frames_per_voice();
-        self.melody_steps() as f64 * cost.melody.p99_us + frames as f64 * cost.timbre.p99_us
+        self.melody_steps() as f64 * cost.melody.p999_us + frames as f64 * cost.timbre.p999_us
     }
 }
 
@@ -345,7 +346,7 @@ mod tests {
         let at = |p99_us| Cost {
             median_us: p99_us / 2.0,
             p99_us,
-            p999_us: p99_us * 2.0,
+            p999_us: p99_us,
         };
         PresetCost {
             melody: at(melody_p99),

@@ -100,6 +100,10 @@ pub struct StepResult {
 /// Counters the inference thread keeps; read from anywhere.
 #[derive(Debug, Default)]
 pub struct InferenceStats {
+    /// Whether the thread flushes denormals to zero (set when it starts).
+    pub flushes_denormals: AtomicBool,
+    /// Whether the thread is handling requests at the moment.
+    pub busy: AtomicBool,
     /// Steps computed.
     pub steps: AtomicU64,
     /// Nanoseconds spent in kernels, summed.
@@ -148,6 +152,12 @@ impl InferenceHandle {
     pub fn stall(&self, micros: u64) {
         self.stall.store(micros, Ordering::Relaxed);
         self.wake();
+    }
+
+    /// Whether every request sent has been handled: none waits on the
+    /// ring and the thread is not handling one. Does not allocate, lock or wait.
+    pub fn idle(&self) -> bool {
+        self.requests.slots() == QUEUE_CAPACITY && !self.stats.busy.load(Ordering::SeqCst)
     }
 
     /// The installer of new models; there is one, and the first call takes it.
@@ -675,6 +685,9 @@ impl Worker {
 
     fn run(&mut self, stop: &AtomicBool) {
         super::denormals::flush();
+        self.stats
+            .flushes_denormals
+            .store(super::denormals::flushing(), Ordering::Relaxed);
         while !stop.load(Ordering::Acquire) {
             if !self.drain() {
                 std::thread::park_timeout(Duration::from_millis(20));
@@ -689,10 +702,12 @@ impl Worker {
     pub fn drain(&mut self) -> bool {
         self.take_models();
         let mut worked = false;
+        self.stats.busy.store(true, Ordering::SeqCst);
         while let Ok(request) = self.requests.pop() {
             worked = true;
             self.handle(request);
         }
+        self.stats.busy.store(false, Ordering::SeqCst);
         worked
     }
 
@@ -757,6 +772,10 @@ impl Worker {
         let variant = variant.min(self.kernels.len() - 1);
         write_input(&mut self.x, self.previous, step_in_bar, meter);
         self.kernels[variant].step(&self.x, &mut self.states[variant], &mut self.logits);
+        if self.states[variant].iter().any(|s| !s.is_finite()) {
+            // A broken step must not poison the steps that follow.
+            self.states[variant].fill(0.0);
+        }
         let token = match forced {
             Some(token) => token,
             None => sample(

@@ -360,6 +360,12 @@ impl Engine {
         &self.inference.stats
     }
 
+    /// Whether the inference thread has handled every request sent to it.
+    /// Real-time safe.
+    pub fn inference_idle(&self) -> bool {
+        self.inference.idle()
+    }
+
     /// The installer of new models for the running inference thread; the
     /// first call takes it (see [`library::ModelLibrary::attach`]).
     pub fn take_installer(&mut self) -> Option<inference::Installer> {
