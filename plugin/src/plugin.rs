@@ -266,7 +266,7 @@ mod tests {
     fn no_parameter_has_vst3_id_zero_or_a_shared_id() {
         let params = WrenParams::default();
         let ids: Vec<String> = params.param_map().into_iter().map(|(id, ..)| id).collect();
-        assert_eq!(ids.len(), 14);
+        assert_eq!(ids.len(), 15);
         let mut hashes: Vec<u32> = ids.iter().map(|id| vst3_param_hash(id)).collect();
         assert!(hashes.iter().all(|h| *h != 0), "{ids:?} -> {hashes:?}");
         hashes.sort_unstable();

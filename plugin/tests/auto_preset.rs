@@ -86,6 +86,7 @@ fn transport(playing: bool, position: usize, sample_rate: f64) -> Transport {
         tempo: Some(120.0),
         pos_beats: Some(position as f64 / sample_rate * 2.0),
         time_signature: Some((4, 4)),
+        loop_beats: None,
     }
 }
 

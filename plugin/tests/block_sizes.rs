@@ -37,6 +37,7 @@ fn render(sizes: &[usize], settings: &Settings) -> (Vec<f32>, Vec<f32>, Vec<Time
             tempo: Some(TEMPO),
             pos_beats: Some(position as f64 / RATE * TEMPO / 60.0),
             time_signature: Some((4, 4)),
+            loop_beats: None,
         };
         let start = position;
         engine.process(
@@ -145,6 +146,7 @@ fn reactivation_at_other_buffers_and_sample_rates_keeps_playing() {
                 tempo: Some(TEMPO),
                 pos_beats: Some(position as f64 / rate * TEMPO / 60.0),
                 time_signature: Some((4, 4)),
+                loop_beats: None,
             };
             engine.process(
                 &transport,

@@ -107,6 +107,7 @@ fn steady_state_blocks_and_steps_allocate_nothing() {
                     tempo: Some(180.0),
                     pos_beats: Some(position as f64 / sample_rate * 3.0),
                     time_signature: Some((4, 4)),
+                    loop_beats: None,
                 };
                 let events: &[NoteEvent] = if block % 700 == 0 { &midi } else { &[] };
                 // The voice count changes now and then: auto plans again.

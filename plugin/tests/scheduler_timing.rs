@@ -55,6 +55,7 @@ fn play(
         tempo: Some(tempo),
         pos_beats: Some(position as f64 / sample_rate * tempo / 60.0),
         time_signature: Some(meter),
+        loop_beats: None,
     };
     let (notes, audio) = play_with(engine, host, total, block);
     let ons = notes
@@ -102,6 +103,7 @@ fn at_beats(playing: bool, tempo: f64, beats: f64) -> Transport {
         tempo: Some(tempo),
         pos_beats: Some(beats),
         time_signature: Some((4, 4)),
+        loop_beats: None,
     }
 }
 
@@ -149,6 +151,7 @@ fn note_ons_land_on_chosen_offsets_of_a_2048_block() {
             tempo: Some(tempo),
             pos_beats: Some(start_beats),
             time_signature: Some((4, 4)),
+            loop_beats: None,
         };
         let (mut left, mut right) = (vec![0.0; 2048], vec![0.0; 2048]);
         let mut ons = Vec::new();

@@ -105,6 +105,7 @@ fn play(
             tempo: Some(120.0),
             pos_beats: Some(position as f64 / RATE * 2.0),
             time_signature: Some((4, 4)),
+            loop_beats: None,
         };
         let started = Instant::now();
         engine.process(

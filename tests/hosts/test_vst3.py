@@ -51,6 +51,7 @@ PARAMETERS = {
     "free_tempo_bpm",
     "instrument",
     "voices",
+    "bypass",
 }
 PARAMETER_NAMES = {
     "Preset",
@@ -67,6 +68,7 @@ PARAMETER_NAMES = {
     "Free tempo",
     "Instrument",
     "Voices",
+    "Bypass",
 }
 
 FRAME = 2048

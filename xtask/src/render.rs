@@ -166,6 +166,7 @@ pub fn render_engine(
             tempo: Some(tempo),
             pos_beats: Some(position as f64 / sample_rate as f64 * tempo / 60.0),
             time_signature: Some(meter),
+            loop_beats: None,
         };
         block_events.clear();
         block_events.extend(primer.iter().filter_map(|e| shift(e, position, frames)));

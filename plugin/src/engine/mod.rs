@@ -54,6 +54,9 @@ pub struct Transport {
     pub pos_beats: Option<f64>,
     /// Time signature `(numerator, denominator)`, if given.
     pub time_signature: Option<(u32, u32)>,
+    /// The host's loop `(start, end)` in quarter notes, while looping: a
+    /// block that crosses its end continues at its start from that sample.
+    pub loop_beats: Option<(f64, f64)>,
 }
 
 /// Which voice plays the notes.
@@ -96,6 +99,9 @@ pub struct Settings {
     /// note beyond them takes a voice over. Auto plans the buffer for this
     /// many, so fewer voices leave room for a better preset.
     pub voices: usize,
+    /// Bypassed: silence, and every note that went out is ended in the
+    /// block that bypasses.
+    pub bypass: bool,
 }
 
 impl Default for Settings {
@@ -111,6 +117,7 @@ impl Default for Settings {
             midi_out: true,
             free_tempo: 120.0,
             voices: voices::VOICES,
+            bypass: false,
         }
     }
 }
@@ -212,6 +219,14 @@ pub struct Engine {
     clock: u64,
     /// Note events to send, at their time on the sample clock.
     midi_pending: Vec<(u64, NoteEvent)>,
+    /// Generated notes whose note-on went out and whose note-off did not.
+    midi_sounding: [bool; 128],
+    /// Note events of the second part of a block split at a loop's end.
+    split_events: Vec<NoteEvent>,
+    /// Whether the last block ran the transport (or free-ran).
+    running: bool,
+    /// Whether the last block was bypassed.
+    bypassed: bool,
     /// Delays the additive voice by the latency: samples and write position.
     delay_line: Vec<f32>,
     delay_at: usize,
@@ -272,6 +287,10 @@ impl Engine {
             latency: 0,
             clock: 0,
             midi_pending: Vec::with_capacity(MIDI_OUT_CAPACITY),
+            midi_sounding: [false; 128],
+            split_events: Vec::with_capacity(MIDI_OUT_CAPACITY),
+            running: false,
+            bypassed: false,
             delay_line: Vec::new(),
             delay_at: 0,
             scratch: vec![0.0; 1024],
@@ -488,6 +507,71 @@ impl Engine {
     ) {
         let _flush = denormals::FlushGuard::new();
         let frames = left.len().min(right.len());
+        let Some(split) = self.loop_split(transport, settings, frames) else {
+            self.process_part(transport, settings, midi_in, offline, left, right, midi_out);
+            return;
+        };
+        // The first part plays up to the loop's end, the second from its
+        // start: a jump, as if the host had split the block there.
+        let (first_in, second_in) =
+            midi_in.split_at(midi_in.partition_point(|e| (e.offset() as usize) < split));
+        let (l1, l2) = left[..frames].split_at_mut(split);
+        let (r1, r2) = right[..frames].split_at_mut(split);
+        self.process_part(transport, settings, first_in, offline, l1, r1, midi_out);
+        let mut shifted = std::mem::take(&mut self.split_events);
+        shifted.clear();
+        let room = shifted.capacity();
+        shifted.extend(
+            second_in
+                .iter()
+                .take(room)
+                .map(|e| e.at(e.offset() - split as u32)),
+        );
+        let looped = Transport {
+            pos_beats: transport.loop_beats.map(|(start, _)| start),
+            ..*transport
+        };
+        let mut later = |event: NoteEvent| midi_out(event.at(event.offset() + split as u32));
+        self.process_part(&looped, settings, &shifted, offline, l2, r2, &mut later);
+        self.split_events = shifted;
+    }
+
+    /// Where in this block the host's loop ends, if it does, strictly
+    /// inside the block. Real-time safe.
+    fn loop_split(
+        &self,
+        transport: &Transport,
+        settings: &Settings,
+        frames: usize,
+    ) -> Option<usize> {
+        let (start, end) = transport.loop_beats?;
+        let (tempo, beats) = (transport.tempo?, transport.pos_beats?);
+        let sane = end > start && tempo > 0.0;
+        if !transport.playing || settings.bypass || !sane {
+            return None;
+        }
+        let samples_per_beat = self.sample_rate * 60.0 / tempo.clamp(1.0, 999.0);
+        let split = ((end - beats) * samples_per_beat).round();
+        (split >= 1.0 && split < frames as f64).then_some(split as usize)
+    }
+
+    #[allow(clippy::too_many_arguments)] // a block's separate inputs and outputs
+    fn process_part(
+        &mut self,
+        transport: &Transport,
+        settings: &Settings,
+        midi_in: &[NoteEvent],
+        offline: bool,
+        left: &mut [f32],
+        right: &mut [f32],
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        let frames = left.len().min(right.len());
+        if settings.bypass {
+            self.bypass(frames, settings, left, right, midi_out);
+            return;
+        }
+        self.bypassed = false;
         left[..frames].fill(0.0);
         self.set_voice_limit(settings.voices);
         self.variant = self.choose_variant(settings, offline, frames);
@@ -503,10 +587,23 @@ impl Engine {
         }
         let mut cursor = 0usize;
         let mut events = midi_in.iter().peekable();
+        let was_running = self.running;
         let (clock, steps) = match self.clock(transport, settings, frames, offline) {
-            Position::Running(c) => (c, self.prepare_steps(&c, settings, frames)),
+            Position::Running(c) => {
+                if self.next_step.is_none() && was_running {
+                    // A jump or a loop: what sounds ends here.
+                    self.stop_generated(0, settings);
+                    self.cut_midi(0);
+                }
+                self.running = true;
+                (c, self.prepare_steps(&c, settings, frames))
+            }
             Position::Stopped(c) => {
                 self.stop_generated(0, settings);
+                if was_running {
+                    self.cut_midi(0);
+                }
+                self.running = false;
                 self.cue(&c, settings);
                 (c, 0..0)
             }
@@ -522,6 +619,11 @@ impl Engine {
         }
         for event in events {
             self.play_event(left, &mut cursor, event, settings, (offline, neural));
+        }
+        for event in midi_in {
+            if let NoteEvent::AllOff { offset } = event {
+                self.cut_midi(*offset);
+            }
         }
         self.render_until(left, &mut cursor, frames, settings, (offline, neural));
         for sample in left.iter_mut() {
@@ -556,13 +658,92 @@ impl Engine {
     fn send_due(&mut self, frames: usize, midi_out: &mut dyn FnMut(NoteEvent)) {
         let end = self.clock + frames as u64;
         let latency = self.latency as u64;
+        self.sort_pending();
         for &(time, event) in &self.midi_pending {
             if time + latency < end {
                 let offset = (time + latency).saturating_sub(self.clock) as u32;
+                match event {
+                    NoteEvent::On { note, .. } => self.midi_sounding[note as usize & 127] = true,
+                    NoteEvent::Off { note, .. } => self.midi_sounding[note as usize & 127] = false,
+                    NoteEvent::AllOff { .. } => {}
+                }
                 midi_out(event.at(offset));
             }
         }
         self.midi_pending.retain(|(time, _)| time + latency >= end);
+    }
+
+    /// Ends the generated MIDI at `offset` of this block, not a latency
+    /// later: events due after that sample but from before it never go
+    /// out, and every note that is out by then gets its note-off there.
+    /// Real-time safe.
+    fn cut_midi(&mut self, offset: u32) {
+        let at = self.clock + offset as u64;
+        let latency = self.latency as u64;
+        self.sort_pending();
+        let mut ends = self.midi_sounding;
+        let mut restarted = [false; 128];
+        self.midi_pending.retain(|&(time, event)| {
+            let note = match event {
+                NoteEvent::On { note, .. } | NoteEvent::Off { note, .. } => note as usize & 127,
+                NoteEvent::AllOff { .. } => return time >= at || time + latency <= at,
+            };
+            let on = matches!(event, NoteEvent::On { .. });
+            if time + latency <= at {
+                // Goes out before the cut.
+                ends[note] = on;
+                true
+            } else if time < at {
+                false
+            } else if on {
+                restarted[note] = true;
+                true
+            } else {
+                restarted[note]
+            }
+        });
+        self.midi_sounding = [false; 128];
+        let time = at.saturating_sub(latency);
+        for (note, end) in ends.iter().enumerate() {
+            if *end && self.midi_pending.len() < self.midi_pending.capacity() {
+                let note = note as u8;
+                self.midi_pending
+                    .push((time, NoteEvent::Off { offset: 0, note }));
+            }
+        }
+    }
+
+    /// Puts the queued events in time order, a note's end before a start
+    /// at the same time. In place, without allocating.
+    fn sort_pending(&mut self) {
+        self.midi_pending
+            .sort_unstable_by_key(|(time, event)| (*time, matches!(event, NoteEvent::On { .. })));
+    }
+
+    /// A bypassed block: silence; on the first, every voice is released,
+    /// the melody stops and every note that went out ends at its start.
+    fn bypass(
+        &mut self,
+        frames: usize,
+        settings: &Settings,
+        left: &mut [f32],
+        right: &mut [f32],
+        midi_out: &mut dyn FnMut(NoteEvent),
+    ) {
+        if !self.bypassed {
+            self.bypassed = true;
+            self.stop_generated(0, settings);
+            self.synth.release_all(None);
+            self.voices.release_all(None);
+            self.user_held = [false; 128];
+            self.next_step = None;
+            self.running = false;
+            self.cut_midi(0);
+        }
+        left[..frames].fill(0.0);
+        right[..frames].fill(0.0);
+        self.send_due(frames, midi_out);
+        self.clock += frames as u64;
     }
 
     /// Renders the voices from `cursor` up to `until` (never backwards, never

@@ -28,13 +28,18 @@ pub fn transport(host: &HostTransport, offline: bool) -> Transport {
             tempo: None,
             pos_beats: None,
             time_signature,
+            loop_beats: None,
         };
     }
+    let loop_beats = host
+        .loop_range_beats()
+        .filter(|(start, end)| start.is_finite() && end.is_finite() && end > start);
     Transport {
         playing: host.playing,
         tempo: host.tempo.filter(|t| t.is_finite() && *t > 0.0),
         pos_beats: host.pos_beats().filter(|b| b.is_finite()),
         time_signature,
+        loop_beats,
     }
 }
 

@@ -217,6 +217,10 @@ pub struct WrenParams {
     /// Neural voices that may sound at once.
     #[id = "voices"]
     pub voices: IntParam,
+    /// Bypass, as the host's bypass switch: silence, and every note Wren
+    /// sent ends in the block that bypasses.
+    #[id = "bypass"]
+    pub bypass: BoolParam,
     /// The user's model files, saved with the state.
     #[persist = "models"]
     pub models: ModelField,
@@ -306,6 +310,7 @@ impl Default for WrenParams {
                     max: VOICES as i32,
                 },
             ),
+            bypass: BoolParam::new("Bypass", false).make_bypass(),
             models: ModelField::default(),
         }
     }
@@ -337,6 +342,7 @@ impl WrenParams {
             midi_out: self.midi_out.value(),
             free_tempo: self.free_tempo.value() as f64,
             voices: self.voices.value().max(1) as usize,
+            bypass: self.bypass.value(),
         }
     }
 }
