@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Wren's tests and tools need on a Debian machine: system
-# packages for the standalone (ALSA, JACK), the soundfont, and a Python
-# virtual environment (.venv) with the plugin hosts used by the tests.
+# packages for the standalone (ALSA, JACK), the soundfont, a Python
+# virtual environment (.venv) with the plugin hosts used by the tests, and
+# cargo-fuzz for the fuzz targets.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,9 @@ fi
 if [ "${1:-}" = "--data" ] && ! .venv/bin/python -c "import music21" 2>/dev/null; then
     echo "setup: installing music21 into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "music21==10.5.1"
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo install -q --locked cargo-fuzz --version 0.13.2
 fi
 echo "setup: ready"

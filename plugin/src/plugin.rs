@@ -17,6 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
+use nice_plug::plugin::ParamValue;
 use nice_plug::prelude::*;
 
 use crate::engine::{self, Engine};
@@ -150,7 +151,7 @@ impl Plugin for Wren {
         ..AudioIOLayout::const_default()
     }];
 
-    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
+    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
 
     type Editor = ();
@@ -159,6 +160,43 @@ impl Plugin for Wren {
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    /// A saved state is untrusted: numbers outside a parameter's range are
+    /// brought into it and those that are not numbers are dropped (the
+    /// parameter keeps its value), before nice-plug sets them unchecked.
+    fn filter_state(state: &mut PluginState) {
+        let params = WrenParams::default();
+        for (id, pointer, _) in params.param_map() {
+            let Some(value) = state.params.get_mut(&id) else {
+                continue;
+            };
+            let keep = match (pointer, value) {
+                (ParamPtr::FloatParam(p), ParamValue::F32(v)) => {
+                    // SAFETY: the pointer points into `params`, alive here.
+                    let param = unsafe { &*p };
+                    let (low, high) = (param.preview_plain(0.0), param.preview_plain(1.0));
+                    *v = v.clamp(low.min(high), high.max(low));
+                    v.is_finite()
+                }
+                (ParamPtr::IntParam(p), ParamValue::I32(v)) => {
+                    // SAFETY: the pointer points into `params`, alive here.
+                    let param = unsafe { &*p };
+                    *v = (*v).clamp(param.preview_plain(0.0), param.preview_plain(1.0));
+                    true
+                }
+                (ParamPtr::EnumParam(p), ParamValue::I32(v)) => {
+                    // SAFETY: the pointer points into `params`, alive here.
+                    let param = unsafe { &*p };
+                    *v = (*v).clamp(0, param.step_count().unwrap_or(0) as i32);
+                    true
+                }
+                _ => true,
+            };
+            if !keep {
+                state.params.remove(&id);
+            }
+        }
     }
 
     fn activate(
@@ -272,6 +310,35 @@ mod tests {
         hashes.sort_unstable();
         hashes.dedup();
         assert_eq!(hashes.len(), ids.len());
+    }
+
+    #[test]
+    fn hostile_numbers_in_a_saved_state_are_brought_into_range() {
+        let mut state: PluginState = serde_json::from_str(
+            r#"{"params": {"level": {"f32": 1e30}, "temperature": {"f32": -1.0},
+                "seed": {"i32": -5}, "voices": {"i32": 99}, "mode": {"i32": 7},
+                "key": {"string": "h"}}, "fields": {}}"#,
+        )
+        .unwrap();
+        state
+            .params
+            .insert("free_tempo".into(), ParamValue::F32(f32::NAN));
+        Wren::filter_state(&mut state);
+        let number = |id: &str| match state.params.get(id) {
+            Some(ParamValue::F32(v)) => Some(*v as f64),
+            Some(ParamValue::I32(v)) => Some(*v as f64),
+            _ => None,
+        };
+        assert_eq!(number("level"), Some(6.0));
+        assert_eq!(number("temperature"), Some(0.05f32 as f64));
+        assert_eq!(number("seed"), Some(1.0));
+        assert_eq!(number("voices"), Some(8.0));
+        assert_eq!(number("mode"), Some(2.0));
+        assert_eq!(number("free_tempo"), None, "not a number: dropped");
+        assert!(matches!(
+            state.params.get("key"),
+            Some(ParamValue::String(_))
+        ));
     }
 
     #[test]

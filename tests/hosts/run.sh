@@ -19,8 +19,9 @@ fi
 echo "== bundle"
 cargo xtask bundle
 
-echo "== CLAP in clack-host"
-WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host -- --nocapture
+echo "== CLAP in clack-host: playing, lifecycle, state"
+WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host --test clap_lifecycle \
+    --test clap_state -- --nocapture
 
 echo "== VST3 in pedalboard and dawdreamer"
 "$python" tests/hosts/test_vst3.py

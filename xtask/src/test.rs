@@ -44,6 +44,37 @@ fn renders_are_reproducible() -> Result<()> {
     Ok(())
 }
 
+/// Each fuzz target for a bounded time, starting from the corpus kept in
+/// `fuzz/corpus`; what it finds new goes to a scratch folder, so the run
+/// changes nothing in the repository. A crash fails the step.
+fn fuzz(seconds: u32) -> Result<()> {
+    let root = std::env::current_dir()?;
+    for target in ["model_loader", "state_loader"] {
+        let scratch = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&scratch)?;
+        let corpus = root.join("fuzz/corpus").join(target);
+        let (scratch, corpus) = (scratch.display().to_string(), corpus.display().to_string());
+        let time = format!("-max_total_time={seconds}");
+        step(
+            &format!("fuzz {target}"),
+            "cargo",
+            &[
+                "fuzz",
+                "run",
+                "--sanitizer",
+                "none",
+                target,
+                &scratch,
+                &corpus,
+                "--",
+                &time,
+                "-max_len=8192",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs every check in order and stops at the first failure.
 pub fn run() -> Result<()> {
     let started = Instant::now();
@@ -70,6 +101,7 @@ pub fn run() -> Result<()> {
         "cargo",
         &["test", "--workspace", "--release"],
     )?;
+    fuzz(30)?;
     step(
         "standalone",
         "cargo",
