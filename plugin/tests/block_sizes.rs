@@ -170,3 +170,45 @@ fn reactivation_at_other_buffers_and_sample_rates_keeps_playing() {
         );
     }
 }
+
+#[test]
+fn odd_sample_rates_with_eight_voices_render_every_frame_offline() {
+    // At 1234.5678 Hz a frame lasts 3 samples: eight voices ask for more
+    // frames in one 512-sample block than the request ring holds. Offline,
+    // the engine waits for room instead of leaving frames behind.
+    for rate in [1234.5678, 8000.0, 12_345.678, 44_100.0, 768_000.0] {
+        let mut engine = wren::start_engine(rate, 512).unwrap();
+        let settings = Settings {
+            timbre: Timbre::Neural(0),
+            ..Settings::default()
+        };
+        let (mut left, mut right) = (vec![0.0; 512], vec![0.0; 512]);
+        let mut loudest = 0f32;
+        for block in 0..8u8 {
+            let notes: Vec<NoteEvent> = (0..8u8)
+                .map(|i| NoteEvent::On {
+                    offset: i as u32 * 60,
+                    note: 60 + 2 * i + block,
+                    velocity: 100,
+                })
+                .collect();
+            engine.process(
+                &Transport::default(),
+                &settings,
+                &notes,
+                true,
+                &mut left,
+                &mut right,
+                &mut |_| {},
+            );
+            assert!(left.iter().all(|s| s.is_finite()), "{rate} Hz");
+            loudest = left.iter().fold(loudest, |m, s| m.max(s.abs()));
+        }
+        assert_eq!(
+            engine.stats().late_frames,
+            0,
+            "{rate} Hz: frames left behind"
+        );
+        assert!(loudest > 0.0, "{rate} Hz: silent");
+    }
+}

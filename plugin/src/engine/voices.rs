@@ -294,7 +294,6 @@ impl NeuralVoices {
             while voice.active && voice.next_frame < until {
                 let time = voice.next_frame;
                 let control = voice.control(time, self.sample_rate);
-                let render = &mut self.render[index];
                 if !voice.gate && control.since_off > TAIL_SECONDS {
                     voice.active = false;
                     voice.free_at = time + self.hop;
@@ -304,6 +303,7 @@ impl NeuralVoices {
                         last: true,
                         params: Some(FrameParams::silent(pitch_hz(control.pitch))),
                     };
+                    let render = &mut self.render[index];
                     if render.queue.len() < QUEUE_FRAMES {
                         render.queue.push_back(end);
                     }
@@ -317,9 +317,12 @@ impl NeuralVoices {
                     fresh: voice.fresh,
                     control,
                 });
-                // A full ring or queue leaves the frame to play late.
-                let _ = source.inference.requests.push(request);
-                if render.queue.len() < QUEUE_FRAMES {
+                // A full ring leaves the frame to play late (nothing waits
+                // for a frame never asked for); offline, where waiting is
+                // allowed, the inference thread is given time to make room.
+                let sent = send(request, &mut self.render, source);
+                let render = &mut self.render[index];
+                if sent && render.queue.len() < QUEUE_FRAMES {
                     render.queue.push_back(Pending {
                         time,
                         fresh: voice.fresh,
@@ -335,18 +338,7 @@ impl NeuralVoices {
 
     /// Files computed frames with the frames waiting for them.
     fn collect(&mut self, inference: &mut InferenceHandle) {
-        while let Ok(result) = inference.frames.pop() {
-            let Some(voice) = self.render.get_mut(result.voice as usize) else {
-                continue;
-            };
-            if let Some(pending) = voice
-                .queue
-                .iter_mut()
-                .find(|p| p.time == result.time && p.params.is_none() && !p.last)
-            {
-                pending.params = Some(result.params);
-            }
-        }
+        collect(&mut self.render, inference);
     }
 
     /// Adds one voice's sound for render-clock samples `start..` into `out`.
@@ -436,6 +428,41 @@ impl NeuralVoices {
                     return voice.previous;
                 }
             }
+        }
+    }
+}
+
+/// Sends a frame request; offline, waits for room on a full ring up to
+/// the offline wait, collecting results meanwhile. Returns whether it went.
+fn send(request: Request, render: &mut [RenderVoice], source: &mut FrameSource) -> bool {
+    let mut request = request;
+    let deadline = source.offline.then(|| Instant::now() + OFFLINE_WAIT);
+    loop {
+        match source.inference.requests.push(request) {
+            Ok(()) => return true,
+            Err(rtrb::PushError::Full(back)) => request = back,
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return false;
+        }
+        source.inference.wake();
+        std::thread::yield_now();
+        collect(render, source.inference);
+    }
+}
+
+/// Files computed frames with the frames of `render` waiting for them.
+fn collect(render: &mut [RenderVoice], inference: &mut InferenceHandle) {
+    while let Ok(result) = inference.frames.pop() {
+        let Some(voice) = render.get_mut(result.voice as usize) else {
+            continue;
+        };
+        if let Some(pending) = voice
+            .queue
+            .iter_mut()
+            .find(|p| p.time == result.time && p.params.is_none() && !p.last)
+        {
+            pending.params = Some(result.params);
         }
     }
 }
