@@ -329,3 +329,44 @@ fn a_swap_while_a_note_sounds_lets_it_end_on_the_old_model_and_the_next_note_tak
         assert!(next[0] != next[2], "{name}: the new model sounds different");
     }
 }
+
+#[test]
+fn auto_plans_with_what_the_chosen_models_cost() {
+    let dir = folder("costs");
+    // The melody teacher, chosen as every preset's melody network.
+    let big = user_model(&dir, "melody-teacher", "melody-big");
+    let (mut engine, library) = started();
+    let cheapest = wren::presets::embedded().len() - 1;
+    let step_us = |engine: &Engine, preset: usize| {
+        engine
+            .cost_table()
+            .cost(preset)
+            .map_or(0.0, |c| c.melody.median_us)
+    };
+    library.choose(big.clone());
+    library.wait();
+    // The audio thread takes the new table at its next block.
+    play(&mut engine, &settings(0), None, 0.01);
+    assert!(engine.cost_table().is_measured());
+    let (teacher, cheapest_now) = (step_us(&engine, 0), step_us(&engine, cheapest));
+    println!(
+        "melody step with the chosen model: studio {teacher:.1} us, ultra {cheapest_now:.1} us"
+    );
+    assert!(
+        cheapest_now > teacher / 3.0,
+        "ultra runs the chosen teacher too: {cheapest_now} vs {teacher} us"
+    );
+
+    // Back to the embedded models: ultra's own small network again.
+    library.restore(Vec::new());
+    library.wait();
+    play(&mut engine, &settings(0), None, 0.01);
+    let (teacher, cheapest_now) = (step_us(&engine, 0), step_us(&engine, cheapest));
+    println!(
+        "melody step with the embedded models: studio {teacher:.1} us, ultra {cheapest_now:.1} us"
+    );
+    assert!(
+        cheapest_now < teacher / 3.0,
+        "{cheapest_now} vs {teacher} us"
+    );
+}

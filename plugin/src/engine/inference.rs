@@ -229,9 +229,33 @@ pub struct Installer {
     melody_variants: usize,
     timbre_variants: Vec<usize>,
     timbre_width: usize,
+    /// Where costs measured for the installed models go, with the presets'
+    /// budget shares.
+    costs: Option<(Producer<super::cost::CostTable>, Vec<f64>)>,
 }
 
 impl Installer {
+    /// Gives the installer the engine's inbox for cost tables.
+    pub fn set_cost_inbox(&mut self, inbox: Producer<super::cost::CostTable>, shares: Vec<f64>) {
+        self.costs = Some((inbox, shares));
+    }
+
+    /// Measures the presets' costs with these models (as installed now)
+    /// and hands the table to the engine, which plans with it from its
+    /// next block. Allocates; takes a few hundred steps of every network.
+    /// Returns whether a table went.
+    pub fn measure(&mut self, models: &super::cost::CostModels) -> bool {
+        let Some((inbox, shares)) = self.costs.as_mut() else {
+            return false;
+        };
+        let stop = AtomicBool::new(false);
+        let steps = super::cost::MEASURE_STEPS;
+        match super::cost::measure_presets(models, shares, steps, &stop) {
+            Some(table) => inbox.push(table).is_ok(),
+            None => false,
+        }
+    }
+
     /// Melody variants installed.
     pub fn melody_variants(&self) -> usize {
         self.melody_variants
@@ -392,6 +416,7 @@ pub fn spawn(kernels: Vec<GruKernel>, timbres: TimbreKernels) -> std::io::Result
         melody_variants,
         timbre_variants,
         timbre_width,
+        costs: None,
     };
     Ok(InferenceHandle {
         requests,

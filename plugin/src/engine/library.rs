@@ -21,12 +21,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::cost::CostModels;
 use super::inference::{InstallError, Installer};
 use super::models::{load_embedded, load_model_as, LoadedModel, Role};
 use crate::model::files::{self, FileError};
 use crate::model::kernel::GruKernel;
 use crate::model::manifest::ModelEntry;
 use crate::model::onnx::ModelError;
+use crate::model::GruNet;
 use crate::timbre::INSTRUMENTS;
 
 /// How long one model may take to read, check and optimize.
@@ -208,6 +210,8 @@ struct Inner {
     installer: Option<Installer>,
     /// The user models installed: network and file.
     installed: Vec<(Network, String)>,
+    /// Their networks, for measuring what they cost.
+    nets: Vec<(Network, GruNet)>,
     status: Vec<ModelStatus>,
     /// Whether the last request's outcome is in `status`.
     settled: bool,
@@ -350,6 +354,7 @@ impl ModelLibrary {
         let Inner {
             installer,
             installed,
+            nets,
             status,
             settled,
             paths,
@@ -360,11 +365,12 @@ impl ModelLibrary {
         };
         let restore = matches!(request, Request::Restore(_));
         let mut lines = Vec::new();
-        let mut playing: Vec<(Network, String)> = if restore {
-            Vec::new()
+        let (mut playing, mut playing_nets) = if restore {
+            (Vec::new(), Vec::new())
         } else {
-            installed.clone()
+            (installed.clone(), nets.clone())
         };
+        let mut changed = false;
         for (path, outcome) in loaded {
             let outcome = outcome.and_then(|user| {
                 install_everywhere(installer, user.network, &user.model)?;
@@ -376,6 +382,9 @@ impl ModelLibrary {
                     log::info!("Wren: {path}: {what}");
                     playing.retain(|(network, _)| *network != user.network);
                     playing.push((user.network, path.clone()));
+                    playing_nets.retain(|(network, _)| *network != user.network);
+                    playing_nets.push((user.network, user.model.net));
+                    changed = true;
                     lines.push(ModelStatus {
                         path,
                         outcome: Ok(what),
@@ -399,6 +408,7 @@ impl ModelLibrary {
         // the embedded models.
         for (network, path) in installed.iter() {
             if !playing.iter().any(|(n, _)| n == network) {
+                changed = true;
                 if let Err(error) = install_embedded(installer, *network) {
                     log::error!("Wren: {path}: the embedded model could not return: {error}");
                 }
@@ -408,10 +418,51 @@ impl ModelLibrary {
             *paths = playing.iter().map(|(_, path)| path.clone()).collect();
         }
         *installed = playing;
+        *nets = playing_nets;
         *status = lines;
         installer.settle(Duration::from_secs(1));
+        if changed {
+            // Auto plans with what the models now installed cost here.
+            match cost_models(installer, nets) {
+                Ok(models) if installer.measure(&models) => {}
+                Ok(_) => log::warn!("Wren: the costs of the models now playing were not measured"),
+                Err(error) => log::warn!("Wren: costs not measured: {error}"),
+            }
+        }
         *settled = true;
     }
+}
+
+/// The networks of every preset as they are installed: the user's where
+/// they replace a network, the embedded ones elsewhere.
+fn cost_models(installer: &Installer, user: &[(Network, GruNet)]) -> Result<CostModels, LoadError> {
+    let presets = crate::presets::embedded();
+    let networks = |network: Network| -> Result<Vec<GruNet>, LoadError> {
+        if let Some((_, net)) = user.iter().find(|(n, _)| *n == network) {
+            return Ok(vec![net.clone(); presets.len()]);
+        }
+        let names: Vec<String> = presets
+            .iter()
+            .map(|p| match network {
+                Network::Melody => p.melody.clone(),
+                Network::Timbre(i) => p.timbre_model(INSTRUMENTS[i]),
+            })
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(load_embedded(&names)?.into_iter().map(|m| m.net).collect())
+    };
+    let mut timbres = Vec::new();
+    for instrument in 0..INSTRUMENTS.len() {
+        timbres.push(if installer.timbre_variants(instrument) == 0 {
+            Vec::new()
+        } else {
+            networks(Network::Timbre(instrument))?
+        });
+    }
+    Ok(CostModels {
+        melody: networks(Network::Melody)?,
+        timbres,
+    })
 }
 
 /// Hands a model to every variant of its network.

@@ -251,6 +251,12 @@ pub struct Engine {
     costs_in: Consumer<CostTable>,
     /// The measurement's end of `costs_in`, until it starts.
     costs_out: Option<Producer<CostTable>>,
+    /// Costs measured for the user's models, once they are installed; the
+    /// installer holds the other end. They win over the first measurement.
+    user_costs_in: Consumer<CostTable>,
+    user_costs_out: Option<Producer<CostTable>>,
+    /// Whether a table for the user's models has arrived.
+    user_costs: bool,
     measurement: Option<Measurement>,
     /// The variant the last block ran.
     variant: usize,
@@ -276,6 +282,7 @@ impl Engine {
         let shares = vec![cost::DEFAULT_SHARE; kernels.len()];
         let table = CostTable::unmeasured(&shares);
         let (costs_out, costs_in) = RingBuffer::new(4);
+        let (user_costs_out, user_costs_in) = RingBuffer::new(4);
         let mut engine = Engine {
             sample_rate,
             inference: inference::spawn(kernels, timbres)?,
@@ -313,6 +320,9 @@ impl Engine {
             ),
             costs_in,
             costs_out: Some(costs_out),
+            user_costs_in,
+            user_costs_out: Some(user_costs_out),
+            user_costs: false,
             measurement: None,
             variant: 0,
         };
@@ -388,7 +398,12 @@ impl Engine {
     /// The installer of new models for the running inference thread; the
     /// first call takes it (see [`library::ModelLibrary::attach`]).
     pub fn take_installer(&mut self) -> Option<inference::Installer> {
-        self.inference.take_installer()
+        let mut installer = self.inference.take_installer()?;
+        let shares = self.auto.table().shares().to_vec();
+        if let Some(costs) = self.user_costs_out.take() {
+            installer.set_cost_inbox(costs, shares);
+        }
+        Some(installer)
     }
 
     /// Test and diagnostic hook: makes the inference thread sleep `micros`
@@ -453,9 +468,17 @@ impl Engine {
         self.measurement.as_ref().is_none_or(|m| m.is_finished())
     }
 
-    /// Hands a measured cost table, if one arrived, to auto. Real-time safe.
+    /// Hands a measured cost table, if one arrived, to auto; once a table
+    /// for the user's models came, the first measurement's no longer
+    /// counts. Real-time safe.
     fn take_costs(&mut self) {
         while let Ok(table) = self.costs_in.pop() {
+            if !self.user_costs {
+                self.auto.set_table(table);
+            }
+        }
+        while let Ok(table) = self.user_costs_in.pop() {
+            self.user_costs = true;
             self.auto.set_table(table);
         }
     }
