@@ -441,15 +441,10 @@ fn cost_models(installer: &Installer, user: &[(Network, GruNet)]) -> Result<Cost
         if let Some((_, net)) = user.iter().find(|(n, _)| *n == network) {
             return Ok(vec![net.clone(); presets.len()]);
         }
-        let names: Vec<String> = presets
-            .iter()
-            .map(|p| match network {
-                Network::Melody => p.melody.clone(),
-                Network::Timbre(i) => p.timbre_model(INSTRUMENTS[i]),
-            })
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        Ok(load_embedded(&names)?.into_iter().map(|m| m.net).collect())
+        Ok(embedded_models(network)?
+            .into_iter()
+            .map(|m| m.net)
+            .collect())
     };
     let mut timbres = Vec::new();
     for instrument in 0..INSTRUMENTS.len() {
@@ -488,10 +483,9 @@ fn install_everywhere(
     Ok(())
 }
 
-/// Gives a network its embedded models back, one per preset.
-fn install_embedded(installer: &mut Installer, network: Network) -> Result<(), LoadError> {
-    let presets = crate::presets::embedded();
-    let names: Vec<String> = presets
+/// The embedded model of a network in each preset, in preset order.
+fn embedded_models(network: Network) -> Result<Vec<LoadedModel>, ModelError> {
+    let names: Vec<String> = crate::presets::embedded()
         .iter()
         .map(|p| match network {
             Network::Melody => p.melody.clone(),
@@ -499,7 +493,12 @@ fn install_embedded(installer: &mut Installer, network: Network) -> Result<(), L
         })
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for (variant, model) in load_embedded(&names)?.iter().enumerate() {
+    load_embedded(&names)
+}
+
+/// Gives a network its embedded models back, one per preset.
+fn install_embedded(installer: &mut Installer, network: Network) -> Result<(), LoadError> {
+    for (variant, model) in embedded_models(network)?.iter().enumerate() {
         let kernel = GruKernel::new(&model.net);
         match network {
             Network::Melody if variant < installer.melody_variants() => {
