@@ -217,6 +217,21 @@ impl Plugin for Wren {
         true
     }
 
+    /// Main thread: tells the log how the activation went in time.
+    fn deactivate(&mut self) {
+        if let Some(engine) = self.engine.as_ref() {
+            let stats = engine.stats();
+            let auto = engine.auto_status();
+            log::info!(
+                "Wren deactivated: {} steps played, {} late; {} timbre frames late; auto stepped down {} times",
+                stats.played_steps,
+                stats.late_steps,
+                stats.late_frames,
+                auto.step_downs
+            );
+        }
+    }
+
     fn reset(&mut self) {
         self.midi_in.clear();
         self.pace.reset();
