@@ -192,9 +192,15 @@ def away_from(default):
     return 0.9 if default < 0.5 else 0.1
 
 
+def wren_parameters(plugin):
+    """Wren's own parameters in pedalboard, without the hidden, read-only
+    MIDI CC parameters a VST3 plugin that reads MIDI controllers shows."""
+    return [plugin.parameters[name] for name in sorted(PARAMETERS)]
+
+
 def pedalboard_texts(plugin):
-    """Each parameter's value as the plugin writes it, by display name."""
-    return {p.name: p.string_value for p in plugin.parameters.values()}
+    """Each of Wren's parameters' value as the plugin writes it, by display name."""
+    return {p.name: p.string_value for p in wren_parameters(plugin)}
 
 
 def state_pedalboard(path):
@@ -202,7 +208,7 @@ def state_pedalboard(path):
 
     source = pedalboard.load_plugin(str(path))
     defaults = pedalboard_texts(source)
-    for parameter in source.parameters.values():
+    for parameter in wren_parameters(source):
         parameter.raw_value = away_from(parameter.raw_value)
     changed = pedalboard_texts(source)
     same = sorted(n for n in changed if changed[n] == defaults[n])
@@ -229,7 +235,8 @@ def state_dawdreamer(path):
 
     engine = dawdreamer.RenderEngine(SAMPLE_RATE, BLOCK)
     source = engine.make_plugin_processor("source", str(path))
-    index = {d["name"]: d["index"] for d in source.get_parameters_description()}
+    index = {d["name"]: d["index"] for d in source.get_parameters_description()
+             if d["name"] in PARAMETER_NAMES}
     defaults = {name: source.get_parameter_text(i) for name, i in index.items()}
     for i in index.values():
         source.set_parameter(i, away_from(source.get_parameter(i)))
