@@ -5,13 +5,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+mod model_folder;
+
 use prost::Message;
 use tract_onnx::pb;
 use wren::engine::library::{load_user_model, LoadError, Network};
 use wren::engine::models::{embedded_entry, EMBEDDED_MODELS};
 use wren::melody::tokens::{INPUT_SIZE, VOCAB};
-use wren::model::files::{sha256_hex, FileError, MANIFEST};
-use wren::model::manifest::Manifest;
+use wren::model::files::{FileError, MANIFEST};
 use wren::model::onnx::{export, ModelError, MAX_MODEL_BYTES};
 use wren::model::{GruLayer, GruNet, Matrix};
 
@@ -58,20 +59,12 @@ fn write_model(
 ) -> PathBuf {
     let path = dir.join(file);
     std::fs::write(&path, bytes).unwrap();
-    let manifest_path = dir.join(MANIFEST);
-    let mut manifest = std::fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| Manifest::from_json(&t).ok())
-        .unwrap_or_default();
     let mut entry = embedded_entry("melody-student-int8").unwrap();
     entry.name = name.into();
     entry.role = role.into();
     entry.file = file.into();
     entry.file_bytes = bytes.len();
-    entry.sha256 = sha256_hex(recorded);
-    manifest.models.retain(|m| m.file != file);
-    manifest.upsert(entry);
-    std::fs::write(&manifest_path, manifest.to_json()).unwrap();
+    model_folder::describe(dir, entry, recorded);
     path
 }
 

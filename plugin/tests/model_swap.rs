@@ -4,6 +4,8 @@
 //! loads are time-limited and their panics contained, and a swap while a
 //! note sounds adds no click.
 
+mod model_folder;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +13,6 @@ use std::time::Duration;
 use wren::engine::library::{contained, LoadError, ModelLibrary, Network};
 use wren::engine::models::{embedded_entry, EMBEDDED_MODELS};
 use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
-use wren::model::files::{sha256_hex, MANIFEST};
-use wren::model::manifest::Manifest;
 
 const RATE: f64 = 48_000.0;
 const BLOCK: usize = 256;
@@ -37,18 +37,10 @@ fn user_model(dir: &Path, source: &str, name: &str) -> String {
         .unwrap();
     let file = format!("{name}.onnx");
     std::fs::write(dir.join(&file), &bytes).unwrap();
-    let manifest_path = dir.join(MANIFEST);
-    let mut manifest = std::fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| Manifest::from_json(&t).ok())
-        .unwrap_or_default();
     let mut entry = embedded_entry(source).unwrap();
     entry.name = name.into();
     entry.file = file.clone();
-    entry.sha256 = sha256_hex(&bytes);
-    manifest.models.retain(|m| m.file != file);
-    manifest.upsert(entry);
-    std::fs::write(&manifest_path, manifest.to_json()).unwrap();
+    model_folder::describe(dir, entry, &bytes);
     dir.join(file).display().to_string()
 }
 

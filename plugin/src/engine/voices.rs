@@ -271,7 +271,7 @@ impl NeuralVoices {
         while done < out.len() {
             let n = (out.len() - done).min(SCRATCH);
             self.request_frames(self.now + n as u64, source);
-            self.collect(source.inference);
+            collect(&mut self.render, source.inference);
             let start = self.now - self.delay;
             let mut scratch = std::mem::take(&mut self.scratch);
             for voice in 0..VOICES {
@@ -334,11 +334,6 @@ impl NeuralVoices {
                 voice.next_frame += self.hop;
             }
         }
-    }
-
-    /// Files computed frames with the frames waiting for them.
-    fn collect(&mut self, inference: &mut InferenceHandle) {
-        collect(&mut self.render, inference);
     }
 
     /// Adds one voice's sound for render-clock samples `start..` into `out`.
@@ -416,7 +411,7 @@ impl NeuralVoices {
                 Some(p) if p.time == time && deadline.is_some_and(|d| Instant::now() < d) => {
                     source.inference.wake();
                     std::thread::yield_now();
-                    self.collect(source.inference);
+                    collect(&mut self.render, source.inference);
                 }
                 _ => {
                     // Nothing was requested for this boundary, or the wait
