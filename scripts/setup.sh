@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Wren's tests and tools need on a Debian machine: system
-# packages for the standalone (ALSA, JACK), the soundfont, a Python
+# packages for the standalone (ALSA, JACK), the editor tests (Xvfb, Mesa
+# OpenGL, tesseract OCR), the soundfont, a Python
 # virtual environment (.venv) with the plugin hosts used by the tests, and
 # cargo-fuzz for the fuzz targets.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libasound2-dev libjack-jackd2-dev jackd2 fluid-soundfont-gm python3-venv)
+packages=(pkg-config libasound2-dev libjack-jackd2-dev jackd2 fluid-soundfont-gm python3-venv
+    xvfb xauth tesseract-ocr libgl1-mesa-dri libglx-mesa0 libx11-xcb1 libxcursor1 libxkbcommon-x11-0)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

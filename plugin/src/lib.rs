@@ -10,12 +10,18 @@
 //! - [`engine`]: the host-free instrument. `engine::audio` runs on the audio
 //!   thread, `engine::inference` on the inference thread; both are real-time
 //!   safe. Loading happens off both.
-//! - the plugin wrapper (nice-plug: VST3, CLAP, standalone).
+//! - the plugin wrapper (nice-plug: VST3, CLAP, standalone), its
+//!   [`editor`] (egui), the [`monitor`] the audio thread publishes for it,
+//!   and MIDI [`export`].
 
+pub mod editor;
 pub mod engine;
+pub mod export;
 pub mod melody;
 pub mod model;
+pub mod monitor;
 pub mod presets;
+pub mod standalone;
 pub mod timbre;
 
 /// Loads the embedded models of every preset and starts an engine for

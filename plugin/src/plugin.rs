@@ -20,10 +20,13 @@ use std::time::Instant;
 use nice_plug::plugin::ParamValue;
 use nice_plug::prelude::*;
 
+use crate::editor::{Shared, WrenEditor};
 use crate::engine::{self, Engine};
+use crate::monitor::Source;
 
 pub use params::{
-    InstrumentChoice, KeyChoice, ModeChoice, ModelField, PresetChoice, ScaleChoice, WrenParams,
+    EditorSizeField, InstrumentChoice, KeyChoice, ModeChoice, ModelField, PresetChoice,
+    ScaleChoice, WrenParams,
 };
 
 /// Most note events taken from the host in one block; more are dropped.
@@ -32,6 +35,10 @@ pub const MIDI_IN_CAPACITY: usize = 1024;
 /// The Wren instrument.
 pub struct Wren {
     params: Arc<WrenParams>,
+    /// What the audio thread shows the editor.
+    monitor: Arc<crate::monitor::Monitor>,
+    /// Generated notes go to the host through it, while MIDI out is on.
+    midi_gate: engine::MidiGate,
     /// `None` until an engine has started; the plugin is silent meanwhile.
     engine: Option<Engine>,
     /// This block's note input in engine form; allocated in `activate`.
@@ -52,6 +59,8 @@ impl Default for Wren {
     fn default() -> Self {
         Wren {
             params: Arc::new(WrenParams::default()),
+            monitor: Arc::new(crate::monitor::Monitor::default()),
+            midi_gate: engine::MidiGate::default(),
             engine: None,
             midi_in: Vec::new(),
             offline: false,
@@ -85,6 +94,12 @@ impl Wren {
                 false
             }
         }
+    }
+
+    /// What the audio thread publishes for the editor: presets against the
+    /// buffer, late work, and the notes that sounded.
+    pub fn monitor(&self) -> &Arc<crate::monitor::Monitor> {
+        &self.monitor
     }
 
     /// The user's models: what the state names and how their loading went.
@@ -154,12 +169,28 @@ impl Plugin for Wren {
     const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
 
-    type Editor = ();
+    type Editor = WrenEditor;
     type SysExMessage = ();
     type BackgroundTask = ();
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    /// The editor; none in a standalone application started without a
+    /// display (a server, a test), which then runs headless.
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        let display = ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        if cfg!(target_os = "linux") && crate::standalone::setup().is_some() && !display {
+            log::info!("no display: Wren runs without its window");
+            return None;
+        }
+        Some(WrenEditor::new(Shared {
+            params: self.params.clone(),
+            monitor: self.monitor.clone(),
+        }))
     }
 
     /// A saved state is untrusted: numbers outside a parameter's range are
@@ -255,10 +286,17 @@ impl Plugin for Wren {
             silence(buffer.as_slice());
             return ProcessStatus::KeepAlive;
         };
+        let frames = buffer.samples();
         let [left, right, rest @ ..] = buffer.as_slice() else {
             silence(buffer.as_slice());
             return ProcessStatus::KeepAlive;
         };
+        let monitor = &*self.monitor;
+        let gate = &mut self.midi_gate;
+        let block = monitor.begin_block(&transport, &settings, frames, self.sample_rate);
+        for event in &self.midi_in {
+            monitor.log(&block, event, Source::Played);
+        }
         engine.process(
             &transport,
             &settings,
@@ -267,9 +305,13 @@ impl Plugin for Wren {
             left,
             right,
             &mut |event| {
-                let _ = context.try_send_event(host::note_out(event));
+                monitor.log(&block, &event, Source::Generated);
+                if let Some(event) = gate.pass(event, settings.midi_out) {
+                    let _ = context.try_send_event(host::note_out(event));
+                }
             },
         );
+        monitor.publish(engine, self.max_block, self.sample_rate);
         silence(rest);
         ProcessStatus::KeepAlive
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real-host tests: bundles Wren, plays the CLAP in clack-host, the VST3 in
+# Real-host tests: bundles Wren, plays the CLAP in clack-host, opens its
+# editor there and in the standalone under Xvfb, plays the VST3 in
 # pedalboard and dawdreamer, and the standalone (built beforehand) on JACK's
 # dummy backend. Fails on the first failure.
 #
@@ -22,6 +23,10 @@ cargo xtask bundle
 echo "== CLAP in clack-host: playing, lifecycle, state"
 WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host --test clap_lifecycle \
     --test clap_state -- --nocapture
+
+echo "== editor in a CLAP host and in the standalone, under Xvfb"
+WREN_REQUIRE_BUNDLE=1 WREN_REQUIRE_DISPLAY=1 xvfb-run -a -s "-screen 0 1600x1000x24" \
+    cargo test --release -p wren --test editor_window -- --nocapture --test-threads 1
 
 echo "== VST3 in pedalboard and dawdreamer"
 "$python" tests/hosts/test_vst3.py

@@ -21,7 +21,7 @@ pub mod voices;
 use std::time::{Duration, Instant};
 
 use auto::{Auto, AutoStatus, Tuning};
-use cost::{CostModels, CostTable, Measurement};
+use cost::{CostModels, CostTable, Measurement, Workload};
 use inference::{InferenceHandle, Request, StepResult, TimbreKernels};
 use rtrb::{Consumer, Producer, RingBuffer};
 use sampling::SamplingControls;
@@ -91,7 +91,8 @@ pub struct Settings {
     pub mode: Mode,
     /// Output gain (linear).
     pub gain: f32,
-    /// Whether generated notes go out as MIDI.
+    /// Whether generated notes go out as MIDI. The engine reports every
+    /// note it plays; a [`MidiGate`] passes them on to the host.
     pub midi_out: bool,
     /// Tempo when the host gives none.
     pub free_tempo: f64,
@@ -168,6 +169,40 @@ impl NoteEvent {
             NoteEvent::On { offset, .. }
             | NoteEvent::Off { offset, .. }
             | NoteEvent::AllOff { offset } => offset,
+        }
+    }
+}
+
+/// Passes the generated notes on to the host while MIDI out is on. A note
+/// that went out always gets its note-off, even when MIDI out was turned
+/// off while it sounded. Real-time safe.
+#[derive(Clone, Debug)]
+pub struct MidiGate {
+    sent: [bool; 128],
+}
+
+impl Default for MidiGate {
+    fn default() -> Self {
+        MidiGate { sent: [false; 128] }
+    }
+}
+
+impl MidiGate {
+    /// The event to send, if any, with MIDI out `enabled` or not.
+    pub fn pass(&mut self, event: NoteEvent, enabled: bool) -> Option<NoteEvent> {
+        match event {
+            NoteEvent::On { note, .. } => {
+                self.sent[note as usize & 127] |= enabled;
+                enabled.then_some(event)
+            }
+            NoteEvent::Off { note, .. } => {
+                std::mem::take(&mut self.sent[note as usize & 127]).then_some(event)
+            }
+            NoteEvent::AllOff { .. } => {
+                let any = self.sent.contains(&true);
+                self.sent = [false; 128];
+                any.then_some(event)
+            }
         }
     }
 }
@@ -425,6 +460,11 @@ impl Engine {
         self.auto.status()
     }
 
+    /// The buffer auto plans for: size, rate, voices and tempo.
+    pub fn workload(&self) -> Workload {
+        self.auto.workload()
+    }
+
     /// The cost table auto chooses by.
     pub fn cost_table(&self) -> CostTable {
         *self.auto.table()
@@ -591,7 +631,7 @@ impl Engine {
     ) {
         let frames = left.len().min(right.len());
         if settings.bypass {
-            self.bypass(frames, settings, left, right, midi_out);
+            self.bypass(frames, left, right, midi_out);
             return;
         }
         self.bypassed = false;
@@ -615,14 +655,14 @@ impl Engine {
             Position::Running(c) => {
                 if self.next_step.is_none() && was_running {
                     // A jump or a loop: what sounds ends here.
-                    self.stop_generated(0, settings);
+                    self.stop_generated(0);
                     self.cut_midi(0);
                 }
                 self.running = true;
                 (c, self.prepare_steps(&c, settings, frames))
             }
             Position::Stopped(c) => {
-                self.stop_generated(0, settings);
+                self.stop_generated(0);
                 if was_running {
                     self.cut_midi(0);
                 }
@@ -748,14 +788,13 @@ impl Engine {
     fn bypass(
         &mut self,
         frames: usize,
-        settings: &Settings,
         left: &mut [f32],
         right: &mut [f32],
         midi_out: &mut dyn FnMut(NoteEvent),
     ) {
         if !self.bypassed {
             self.bypassed = true;
-            self.stop_generated(0, settings);
+            self.stop_generated(0);
             self.synth.release_all(None);
             self.voices.release_all(None);
             self.user_held = [false; 128];
@@ -907,7 +946,7 @@ impl Engine {
     /// Starts a new timeline whose first step is `first`: cuts the generated
     /// note and tells the inference thread to start over from the seed.
     fn start_timeline(&mut self, first: i64, settings: &Settings) {
-        self.stop_generated(0, settings);
+        self.stop_generated(0);
         self.epoch = self.epoch.wrapping_add(1);
         self.slots = [None; SLOTS];
         self.call = Call::Idle;
@@ -1035,36 +1074,32 @@ impl Engine {
             Mode::Thru => false,
         };
         if !generating {
-            self.stop_generated(offset, settings);
+            self.stop_generated(offset);
             return;
         }
         self.stats.played_steps += 1;
         let token = self.take_result(step, offline).unwrap_or(Token::Hold);
         match token {
             Token::Hold => {}
-            Token::Rest => self.stop_generated(offset, settings),
+            Token::Rest => self.stop_generated(offset),
             Token::Note(note) => {
-                self.stop_generated(offset, settings);
+                self.stop_generated(offset);
                 let velocity = accent(step, clock.meter);
                 self.note_on(note, velocity as f32 / 127.0, Source::Generated, neural);
                 self.sounding = Some(note);
-                if settings.midi_out {
-                    self.send(NoteEvent::On {
-                        offset,
-                        note,
-                        velocity,
-                    });
-                }
+                self.send(NoteEvent::On {
+                    offset,
+                    note,
+                    velocity,
+                });
             }
         }
     }
 
-    fn stop_generated(&mut self, offset: u32, settings: &Settings) {
+    fn stop_generated(&mut self, offset: u32) {
         if let Some(note) = self.sounding.take() {
             self.note_off(note, Source::Generated);
-            if settings.midi_out {
-                self.send(NoteEvent::Off { offset, note });
-            }
+            self.send(NoteEvent::Off { offset, note });
         }
     }
 
@@ -1176,5 +1211,31 @@ impl Clock {
             step += 1;
         }
         step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_midi_gate_ends_every_note_that_went_out() {
+        let mut gate = MidiGate::default();
+        let on = |note| NoteEvent::On {
+            offset: 0,
+            note,
+            velocity: 90,
+        };
+        let off = |note| NoteEvent::Off { offset: 3, note };
+        assert_eq!(gate.pass(on(60), true), Some(on(60)));
+        assert_eq!(gate.pass(off(60), false), Some(off(60)), "turned off while sounding");
+        assert_eq!(gate.pass(off(60), true), None, "ended once");
+        assert_eq!(gate.pass(on(62), false), None);
+        assert_eq!(gate.pass(off(62), true), None, "never went out");
+        assert_eq!(gate.pass(on(64), true), Some(on(64)));
+        let all = NoteEvent::AllOff { offset: 0 };
+        assert_eq!(gate.pass(all, false), Some(all));
+        assert_eq!(gate.pass(off(64), true), None);
+        assert_eq!(gate.pass(all, true), None);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use nice_plug::params::persist::PersistentField;
 use nice_plug::prelude::*;
 
+use crate::editor::{EditorSize, SavedSize};
 use crate::engine::library::ModelLibrary;
 use crate::engine::sampling::{SamplingControls, Scale};
 use crate::engine::voices::VOICES;
@@ -224,6 +225,9 @@ pub struct WrenParams {
     /// The user's model files, saved with the state.
     #[persist = "models"]
     pub models: ModelField,
+    /// The editor window's size, saved with the state.
+    #[persist = "editor-size"]
+    pub editor: EditorSizeField,
 }
 
 /// The user's model files as the state saves them: a list of paths.
@@ -242,6 +246,23 @@ impl<'a> PersistentField<'a, Vec<String>> for ModelField {
         F: Fn(&Vec<String>) -> R,
     {
         f(&self.0.paths())
+    }
+}
+
+/// The editor's size as the state saves it.
+#[derive(Clone, Default)]
+pub struct EditorSizeField(pub Arc<EditorSize>);
+
+impl<'a> PersistentField<'a, SavedSize> for EditorSizeField {
+    fn set(&self, size: SavedSize) {
+        self.0.set(size);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&SavedSize) -> R,
+    {
+        f(&self.0.get())
     }
 }
 
@@ -312,6 +333,7 @@ impl Default for WrenParams {
             ),
             bypass: BoolParam::new("Bypass", false).make_bypass(),
             models: ModelField::default(),
+            editor: EditorSizeField::default(),
         }
     }
 }

@@ -11,7 +11,10 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
+use clack_extensions::gui::{GuiSize, HostGui, HostGuiImpl};
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
 use clack_host::events::event_types::{MidiEvent, ParamValueEvent, TransportEvent, TransportFlags};
@@ -22,12 +25,40 @@ use clack_host::utils::{BeatTime, ClapId, SecondsTime};
 
 pub const PLUGIN_ID: &std::ffi::CStr = c"dev.wren.wren";
 
-pub struct Shared;
+/// What the plugin may ask of the host from any thread.
+#[derive(Default)]
+pub struct Shared {
+    /// The plugin asked for a call on the main thread.
+    pub callback: AtomicBool,
+    /// The last size the plugin's window asked for.
+    pub resize: Mutex<Option<(u32, u32)>>,
+}
 
 impl SharedHandler<'_> for Shared {
     fn request_restart(&self) {}
     fn request_process(&self) {}
-    fn request_callback(&self) {}
+    fn request_callback(&self) {
+        self.callback.store(true, Ordering::Release);
+    }
+}
+
+impl HostGuiImpl for Shared {
+    fn resize_hints_changed(&self) {}
+
+    fn request_resize(&self, size: GuiSize) -> Result<(), HostError> {
+        *self.resize.lock().unwrap() = Some((size.width, size.height));
+        Ok(())
+    }
+
+    fn request_show(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn request_hide(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn closed(&self, _was_destroyed: bool) {}
 }
 
 pub struct TestHost;
@@ -36,6 +67,10 @@ impl HostHandlers for TestHost {
     type Shared<'a> = Shared;
     type MainThread<'a> = ();
     type AudioProcessor<'a> = ();
+
+    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
+        builder.register::<HostGui>();
+    }
 }
 
 pub fn bundle_path() -> PathBuf {
@@ -79,7 +114,7 @@ impl Instance {
     pub fn new(entry: &PluginEntry) -> Instance {
         let host_info = HostInfo::new("Wren tests", "Wren", "https://localhost", "0.1.0").unwrap();
         let instance =
-            PluginInstance::<TestHost>::new(|_| Shared, |_| (), entry, PLUGIN_ID, &host_info)
+            PluginInstance::<TestHost>::new(|_| Shared::default(), |_| (), entry, PLUGIN_ID, &host_info)
                 .expect("instantiate Wren");
         Instance { instance }
     }
@@ -129,6 +164,16 @@ impl Instance {
         render
             .set(&handle, RenderMode::Offline)
             .expect("offline rendering");
+    }
+
+    /// Runs the main-thread callback the plugin asked for, if it did.
+    pub fn pump(&mut self) {
+        let asked = self
+            .instance
+            .access_shared_handler(|shared| shared.callback.swap(false, Ordering::AcqRel));
+        if asked {
+            self.instance.call_on_main_thread_callback();
+        }
     }
 
     /// Parameter ids by name.

@@ -1,0 +1,471 @@
+//! Wren's editor in a real window: the bundled `Wren.clap` opened by a CLAP
+//! host (clack-host) into an X11 window of the test's, and the standalone
+//! application's own window. Screenshots are read back from the X server:
+//! the window must not be blank, must show Wren's notes in its piano roll,
+//! and its labels must be legible to OCR (tesseract).
+//!
+//! Needs an X display (run under `xvfb-run`), the bundle (`cargo xtask
+//! bundle`) and, for the standalone, `target/release/wren-standalone`.
+//! Without them the tests are skipped, unless `WREN_REQUIRE_DISPLAY=1`.
+//! Screenshots go to `target/editor/`; with `WREN_WRITE_SCREENSHOT=1` the
+//! host's also becomes `docs/editor.png`, the README's picture.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clack_extensions::gui::{GuiApiType, GuiConfiguration, GuiSize, PluginGui, Window};
+use common::{Instance, Playhead, TestHost};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{
+    AtomEnum, ConnectionExt as _, CreateWindowAux, ImageFormat, WindowClass,
+};
+use x11rb::rust_connection::RustConnection;
+
+/// Amber, the colour of Wren's notes in the piano roll.
+const NOTE_COLOUR: [u8; 3] = [0xe0, 0x9f, 0x3e];
+
+/// The labels every screenshot must show.
+const LABELS: [&str; 12] = [
+    "Presets",
+    "Sound",
+    "Melody",
+    "Piano roll",
+    "Models",
+    "Export MIDI",
+    "studio",
+    "balanced",
+    "ultra",
+    "Instrument",
+    "Temperature",
+    "Save MIDI file",
+];
+
+fn required() -> bool {
+    std::env::var("WREN_REQUIRE_DISPLAY").is_ok_and(|v| v == "1")
+}
+
+/// The X server, or `None` (the test is skipped) without a display.
+fn display() -> Option<(RustConnection, usize)> {
+    match x11rb::connect(None) {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            assert!(!required(), "no X display ({error}); run under xvfb-run");
+            eprintln!("skipped: no X display ({error})");
+            None
+        }
+    }
+}
+
+fn output_folder() -> PathBuf {
+    let folder = common::bundle_path()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the bundle sits in target/bundled")
+        .join("editor");
+    std::fs::create_dir_all(&folder).unwrap();
+    folder
+}
+
+/// An RGB picture.
+struct Picture {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Picture {
+    fn grab(connection: &RustConnection, window: u32) -> Picture {
+        let geometry = connection
+            .get_geometry(window)
+            .unwrap()
+            .reply()
+            .expect("window geometry");
+        let (width, height) = (geometry.width as usize, geometry.height as usize);
+        let image = connection
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                window,
+                0,
+                0,
+                geometry.width,
+                geometry.height,
+                !0,
+            )
+            .unwrap()
+            .reply()
+            .expect("window image");
+        assert_eq!(image.data.len(), width * height * 4, "32-bit pixels");
+        let rgb = image
+            .data
+            .chunks_exact(4)
+            .flat_map(|bgrx| [bgrx[2], bgrx[1], bgrx[0]])
+            .collect();
+        Picture { width, height, rgb }
+    }
+
+    fn save(&self, path: &Path, scale: usize) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut encoder = png::Encoder::new(
+            std::io::BufWriter::new(file),
+            (self.width * scale) as u32,
+            (self.height * scale) as u32,
+        );
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut scaled = Vec::with_capacity(self.rgb.len() * scale * scale);
+        for y in 0..self.height * scale {
+            let row = &self.rgb[(y / scale) * self.width * 3..][..self.width * 3];
+            for pixel in row.chunks_exact(3) {
+                for _ in 0..scale {
+                    scaled.extend_from_slice(pixel);
+                }
+            }
+        }
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&scaled).unwrap();
+    }
+
+    /// Distinct colours, up to `cap`.
+    fn colours(&self, cap: usize) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for pixel in self.rgb.chunks_exact(3) {
+            seen.insert([pixel[0], pixel[1], pixel[2]]);
+            if seen.len() >= cap {
+                break;
+            }
+        }
+        seen.len()
+    }
+
+    /// Pixels within a small distance of `colour`.
+    fn count(&self, colour: [u8; 3]) -> usize {
+        self.rgb
+            .chunks_exact(3)
+            .filter(|p| (0..3).all(|i| p[i].abs_diff(colour[i]) <= 6))
+            .count()
+    }
+}
+
+/// The text tesseract reads in a picture, or `None` without tesseract.
+fn read_text(picture: &Picture, name: &str) -> Option<String> {
+    let path = output_folder().join(format!("{name}-ocr.png"));
+    picture.save(&path, 2);
+    match Command::new("tesseract")
+        .arg(&path)
+        .arg("stdout")
+        .args(["--psm", "11"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        Ok(output) if output.status.success() => {
+            Some(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        outcome => {
+            assert!(!required(), "tesseract did not run: {outcome:?}");
+            eprintln!("no OCR: tesseract did not run");
+            None
+        }
+    }
+}
+
+/// Checks a screenshot: not blank, notes in the roll, every label legible.
+fn check_picture(picture: &Picture, name: &str) {
+    picture.save(&output_folder().join(format!("{name}.png")), 1);
+    let colours = picture.colours(200);
+    assert!(colours >= 50, "{name}: only {colours} colours: blank window?");
+    let notes = picture.count(NOTE_COLOUR);
+    assert!(notes > 200, "{name}: {notes} amber pixels: no notes in the roll?");
+    if let Some(text) = read_text(picture, name) {
+        let missing: Vec<&str> = LABELS
+            .iter()
+            .copied()
+            .filter(|label| !text.contains(label))
+            .collect();
+        assert!(missing.is_empty(), "{name}: OCR misses {missing:?} in:\n{text}");
+    }
+}
+
+/// A top-level window of the test's, for the plugin's editor to live in.
+fn host_window(connection: &RustConnection, screen: usize, size: GuiSize) -> u32 {
+    let root = connection.setup().roots[screen].root;
+    let window = connection.generate_id().unwrap();
+    connection
+        .create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            window,
+            root,
+            0,
+            0,
+            size.width as u16,
+            size.height as u16,
+            0,
+            WindowClass::INPUT_OUTPUT,
+            0,
+            &CreateWindowAux::new().background_pixel(0),
+        )
+        .unwrap();
+    connection.map_window(window).unwrap();
+    connection.flush().unwrap();
+    window
+}
+
+/// Plays blocks of 512 samples at about real time on its own thread, on a
+/// running transport, until told to stop; hands the processor back with
+/// the peak of what it played.
+struct Audio {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(
+        clack_host::prelude::StoppedPluginAudioProcessor<TestHost>,
+        f32,
+    )>,
+}
+
+impl Audio {
+    fn start(instance: &mut Instance) -> Audio {
+        let processor = instance.activate(48_000.0, 512);
+        let mut processor = processor.start_processing().expect("start processing");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut playhead = Playhead::new(48_000.0);
+            let started = Instant::now();
+            let mut peak = 0.0f32;
+            while !flag.load(Ordering::Acquire) {
+                let (audio, _) = playhead.next(&mut processor, 512, &[]);
+                peak = peak.max(common::peak(&audio));
+                let due = Duration::from_secs_f64(playhead.time as f64 / 48_000.0);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            (processor.stop_processing(), peak)
+        });
+        Audio { stop, thread }
+    }
+
+    fn finish(self, instance: &mut Instance) -> f32 {
+        self.stop.store(true, Ordering::Release);
+        let (stopped, peak) = self.thread.join().expect("the audio thread ran");
+        instance.instance.deactivate(stopped);
+        peak
+    }
+}
+
+/// The editor's extension of an instance.
+fn gui(instance: &mut Instance) -> PluginGui {
+    instance
+        .instance
+        .plugin_handle()
+        .get_extension()
+        .expect("Wren has the GUI extension")
+}
+
+/// Opens the editor embedded in a new window of the test's; returns the window.
+fn open(instance: &mut Instance, connection: &RustConnection, screen: usize) -> u32 {
+    let gui = gui(instance);
+    let mut handle = instance.instance.plugin_handle();
+    let configuration = GuiConfiguration {
+        api_type: GuiApiType::X11,
+        is_floating: false,
+    };
+    assert!(gui.is_api_supported(&mut handle, configuration));
+    gui.create(&mut handle, configuration).expect("create the editor");
+    let size = gui.get_size(&mut handle).expect("the editor's size");
+    let window = host_window(connection, screen, size);
+    // SAFETY: the window is the test's own and lives until the test ends,
+    // after the editor is destroyed.
+    unsafe { gui.set_parent(&mut handle, Window::from_x11_handle(window as _)) }
+        .expect("embed the editor");
+    gui.show(&mut handle).expect("show the editor");
+    window
+}
+
+fn close(instance: &mut Instance) {
+    let gui = gui(instance);
+    let mut handle = instance.instance.plugin_handle();
+    let _ = gui.hide(&mut handle);
+    gui.destroy(&mut handle);
+}
+
+/// Runs the host's main thread for `time`.
+fn wait(instance: &mut Instance, time: Duration) {
+    let end = Instant::now() + time;
+    while Instant::now() < end {
+        instance.pump();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_editor_opens_in_a_clap_host_and_shows_presets_notes_and_labels() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(entry) = common::entry() else {
+        return;
+    };
+    let mut instance = Instance::new(&entry);
+    let audio = Audio::start(&mut instance);
+    let window = open(&mut instance, &connection, screen);
+    // Eight seconds: the presets are timed and four bars have played.
+    wait(&mut instance, Duration::from_secs(8));
+    let picture = Picture::grab(&connection, window);
+    close(&mut instance);
+    let peak = audio.finish(&mut instance);
+    assert!(peak > 0.01, "Wren played (peak {peak})");
+    check_picture(&picture, "clap");
+    if std::env::var("WREN_WRITE_SCREENSHOT").is_ok_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/editor.png");
+        picture.save(&docs, 1);
+        eprintln!("wrote {}", docs.display());
+    }
+}
+
+#[test]
+fn opening_and_closing_the_editor_fifty_times_while_audio_runs_is_safe() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(entry) = common::entry() else {
+        return;
+    };
+    let mut instance = Instance::new(&entry);
+    let audio = Audio::start(&mut instance);
+    for _ in 0..50 {
+        let window = open(&mut instance, &connection, screen);
+        wait(&mut instance, Duration::from_millis(40));
+        close(&mut instance);
+        connection.destroy_window(window).unwrap();
+        connection.flush().unwrap();
+    }
+    wait(&mut instance, Duration::from_millis(500));
+    let peak = audio.finish(&mut instance);
+    assert!(peak > 0.01, "Wren kept playing (peak {peak})");
+}
+
+#[test]
+fn each_instance_keeps_its_own_window_size_in_its_state() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(entry) = common::entry() else {
+        return;
+    };
+    let mut first = Instance::new(&entry);
+    let mut second = Instance::new(&entry);
+    let default = {
+        let gui = gui(&mut first);
+        gui.get_size(&mut first.instance.plugin_handle())
+            .expect("a size")
+    };
+    let window_first = open(&mut first, &connection, screen);
+    let window_second = open(&mut second, &connection, screen);
+    let gui_first = gui(&mut first);
+    let mut handle = first.instance.plugin_handle();
+    assert!(gui_first.can_resize(&mut handle));
+    let wanted = GuiSize {
+        width: 1200,
+        height: 820,
+    };
+    gui_first.set_size(&mut handle, wanted).expect("resize");
+    wait(&mut first, Duration::from_millis(500));
+    wait(&mut second, Duration::from_millis(100));
+    let gui_second = gui(&mut second);
+    let other = gui_second
+        .get_size(&mut second.instance.plugin_handle())
+        .expect("a size");
+    assert_eq!((other.width, other.height), (default.width, default.height));
+    close(&mut first);
+    close(&mut second);
+    for window in [window_first, window_second] {
+        connection.destroy_window(window).unwrap();
+    }
+    connection.flush().unwrap();
+
+    let saved = first.save();
+    let json = common::state_json(&saved);
+    assert_eq!(
+        json["fields"]["editor-size"],
+        serde_json::json!({"width": 1200, "height": 820}),
+        "{json}"
+    );
+    let mut restored = Instance::new(&entry);
+    assert!(restored.load(&saved));
+    let gui_restored = gui(&mut restored);
+    let size = gui_restored
+        .get_size(&mut restored.instance.plugin_handle())
+        .expect("a size");
+    assert_eq!((size.width, size.height), (1200, 820));
+}
+
+/// The standalone application's window, found by its title.
+fn find_window(connection: &RustConnection, screen: usize, title: &str) -> Option<u32> {
+    let root = connection.setup().roots[screen].root;
+    let mut stack = vec![root];
+    while let Some(window) = stack.pop() {
+        let name = connection
+            .get_property(false, window, AtomEnum::WM_NAME, AtomEnum::STRING, 0, 256)
+            .ok()?
+            .reply()
+            .ok()?;
+        if name.value == title.as_bytes() {
+            return Some(window);
+        }
+        stack.extend(connection.query_tree(window).ok()?.reply().ok()?.children);
+    }
+    None
+}
+
+struct Standalone(Child);
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_editor_opens_in_the_standalone_application() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let binary = common::bundle_path()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join("release")
+        .join("wren-standalone");
+    if !binary.exists() {
+        assert!(!required(), "{} is missing", binary.display());
+        eprintln!("skipped: {} is missing", binary.display());
+        return;
+    }
+    let mut app = Standalone(
+        Command::new(&binary)
+            .args(["--backend", "dummy", "--period-size", "512"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the standalone"),
+    );
+    let started = Instant::now();
+    let window = loop {
+        if let Some(window) = find_window(&connection, screen, "Wren") {
+            break window;
+        }
+        let status = app.0.try_wait().unwrap();
+        assert!(status.is_none(), "the standalone ended: {status:?}");
+        assert!(started.elapsed() < Duration::from_secs(30), "no window");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(8));
+    let picture = Picture::grab(&connection, window);
+    check_picture(&picture, "standalone");
+    assert!(app.0.try_wait().unwrap().is_none(), "the standalone still runs");
+}
