@@ -18,7 +18,7 @@ use std::time::Duration;
 use nice_plug::editor::{Editor, ParentWindowHandle, ResizeHint, SizeConstraints, SpawnedEditor};
 use nice_plug::context::gui::GuiContext;
 use nice_plug::prelude::*;
-use egui::{Color32, RichText};
+use egui::{vec2, Color32, RichText};
 use nice_plug_egui::widgets::ParamSlider;
 use nice_plug_egui::{
     create_egui_editor, EguiEditor, EguiEditorHandle, EguiEditorState, EguiNiceSettings,
@@ -29,8 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::library::{ModelLibrary, Network};
 use crate::export::{self, ExportRequest};
+use crate::model::manifest::Manifest;
 use crate::monitor::{LoggedNote, Monitor, MonitorView, LOG_CAPACITY};
 use crate::plugin::{PresetChoice, WrenParams};
+use crate::presets::Preset;
 use crate::standalone::{self, AudioChoice, AudioSetup};
 
 /// The window's size when nobody has resized it, in logical pixels.
@@ -39,6 +41,8 @@ pub const DEFAULT_SIZE: (u32, u32) = (980, 680);
 pub const MIN_SIZE: (u32, u32) = (760, 560);
 /// The largest size the window may take.
 pub const MAX_SIZE: (u32, u32) = (3840, 2160);
+/// Width of a slider's name.
+const LABEL_WIDTH: f32 = 84.0;
 /// How often the open window redraws to follow the audio thread.
 const REFRESH: Duration = Duration::from_millis(33);
 
@@ -194,9 +198,16 @@ impl Editor for WrenEditor {
     }
 }
 
+/// The shipped presets and models, read once per opening.
+struct Catalog {
+    presets: Vec<Preset>,
+    manifest: Manifest,
+}
+
 /// What the user typed or did in the window; lives while it is open.
 struct WrenApp {
     shared: Shared,
+    catalog: Catalog,
     context: Option<GuiContext>,
     /// Notes read from the monitor's log, oldest first.
     notes: Vec<LoggedNote>,
@@ -218,6 +229,10 @@ impl WrenApp {
     fn new(shared: Shared) -> WrenApp {
         WrenApp {
             shared,
+            catalog: Catalog {
+                presets: crate::presets::embedded(),
+                manifest: crate::engine::models::embedded_manifest(),
+            },
             context: None,
             notes: Vec::new(),
             read: 0,
@@ -283,10 +298,18 @@ impl NiceEguiApp for WrenApp {
         let setter = context.param_setter();
         let view = self.shared.monitor.view();
         egui::CentralPanel::default().show(ui, |ui| {
-            header(ui, &view, &self.shared);
+            // Taken before any row: a row that overflows widens the rest.
+            let width = ui.available_width();
+            header(ui, &view, &self.shared, &self.catalog);
             ui.separator();
             ui.columns(3, |columns| {
-                presets_panel(&mut columns[0], &view, &self.shared.params, &setter);
+                presets_panel(
+                    &mut columns[0],
+                    &view,
+                    &self.catalog,
+                    &self.shared.params,
+                    &setter,
+                );
                 sound_panel(&mut columns[1], &self.shared.params, &setter);
                 melody_panel(&mut columns[2], &self.shared.params, &setter);
             });
@@ -296,8 +319,10 @@ impl NiceEguiApp for WrenApp {
                 self.shared.params.range_low.value(),
                 self.shared.params.range_high.value(),
             );
-            let roll_height = (ui.available_height() - 170.0).max(120.0);
-            roll::show(ui, &self.notes, &view, range, roll_height);
+            // Room below the roll: the bottom row, taller with the Audio panel.
+            let below = if standalone::setup().is_some() { 260.0 } else { 170.0 };
+            let roll_height = (ui.available_height() - below).max(120.0);
+            roll::show(ui, &self.notes, &view, range, vec2(width, roll_height));
             ui.separator();
             let setup = standalone::setup();
             ui.columns(if setup.is_some() { 3 } else { 2 }, |columns| {
@@ -305,6 +330,7 @@ impl NiceEguiApp for WrenApp {
                     &mut columns[0],
                     &view,
                     &self.shared,
+                    &self.catalog,
                     &mut self.model_path,
                 );
                 self.export_panel(&mut columns[1], &view);
@@ -344,7 +370,8 @@ impl WrenApp {
         });
         ui.horizontal(|ui| {
             ui.label("Folder");
-            ui.text_edit_singleline(&mut self.export_folder);
+            let width = ui.available_width().max(60.0);
+            ui.add(egui::TextEdit::singleline(&mut self.export_folder).desired_width(width));
         });
         if ui.button("Save MIDI file").clicked() {
             self.export(view);
@@ -452,15 +479,14 @@ impl Shown for Option<String> {
 }
 
 /// The top line: what plays, in which buffer, and how late work goes.
-fn header(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared) {
+fn header(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared, catalog: &Catalog) {
     ui.horizontal(|ui| {
         ui.label(RichText::new("Wren").heading().color(ACCENT));
         if !view.active {
             ui.label("waiting for the host to start audio");
             return;
         }
-        let presets = crate::presets::embedded();
-        let name = presets.get(view.running).map_or("?", |p| p.name.as_str());
+        let name = name_of(&catalog.presets, view.running);
         let auto = shared.params.preset.value() == PresetChoice::Auto;
         let buffer_ms = view.block_size as f32 / view.sample_rate.max(1.0) * 1000.0;
         ui.label(format!(
@@ -479,8 +505,8 @@ fn header(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared) {
         ui.colored_label(
             colour,
             format!(
-                "Late: {} steps, {} frames of {} steps",
-                view.late_steps, view.late_frames, view.played_steps
+                "Late: {} of {} steps, {} timbre frames",
+                view.late_steps, view.played_steps, view.late_frames
             ),
         );
         if view.step_downs > 0 {
@@ -494,12 +520,13 @@ fn header(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared) {
 fn presets_panel(
     ui: &mut egui::Ui,
     view: &MonitorView,
+    catalog: &Catalog,
     params: &WrenParams,
     setter: &ParamSetter,
 ) {
     ui.label(RichText::new("Presets").strong());
     let chosen = params.preset.value();
-    let presets = crate::presets::embedded();
+    let presets = &catalog.presets;
     egui::Grid::new("presets")
         .num_columns(4)
         .spacing([10.0, 4.0])
@@ -606,9 +633,15 @@ fn melody_panel(ui: &mut egui::Ui, params: &WrenParams, setter: &ParamSetter) {
 }
 
 /// The models that play, from the manifest, and the user's model files.
-fn models_panel(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared, path: &mut String) {
+fn models_panel(
+    ui: &mut egui::Ui,
+    view: &MonitorView,
+    shared: &Shared,
+    catalog: &Catalog,
+    path: &mut String,
+) {
     ui.label(RichText::new("Models").strong());
-    let presets = crate::presets::embedded();
+    let presets = &catalog.presets;
     let params = &shared.params;
     let installed = shared.library().installed();
     if let Some(preset) = presets.get(view.running) {
@@ -623,17 +656,22 @@ fn models_panel(ui: &mut egui::Ui, view: &MonitorView, shared: &Shared, path: &m
                 .map(|(_, name)| name.clone())
         };
         let melody = user(Network::Melody).unwrap_or_else(|| preset.melody.clone());
-        ui.label(model_line("Melody", &melody));
+        ui.label(model_line(&catalog.manifest, "Melody", &melody));
         if let Some(timbre) = timbre {
             let name = user(Network::Timbre(instrument.to_index())).unwrap_or(timbre);
-            ui.label(model_line("Timbre", &name));
+            ui.label(model_line(&catalog.manifest, "Timbre", &name));
         } else {
             ui.label("Timbre: the additive tone (no network)");
         }
     }
     ui.horizontal(|ui| {
         ui.label("Model file");
-        ui.add(egui::TextEdit::singleline(path).hint_text("/path/to/model.onnx"));
+        let width = (ui.available_width() - 50.0).max(60.0);
+        ui.add(
+            egui::TextEdit::singleline(path)
+                .hint_text("/path/to/model.onnx")
+                .desired_width(width),
+        );
         if ui.button("Load").clicked() && !path.trim().is_empty() {
             shared.library().choose(expand_home(path.trim()));
         }
@@ -657,14 +695,22 @@ fn expand_home(path: &str) -> String {
 }
 
 /// One model's manifest summary: size, compression and measured quality.
-fn model_line(network: &str, name: &str) -> String {
-    let Some(entry) = crate::engine::models::embedded_entry(name) else {
+fn model_line(manifest: &Manifest, network: &str, name: &str) -> String {
+    let Some(entry) = manifest.get(name) else {
         return format!("{network}: {name} (your model)");
     };
-    let quality = ["test_nll", "spectral_distance", "test_spectral_distance"]
-        .iter()
-        .find_map(|key| entry.metrics.get(*key).map(|v| format!(", {key} {v:.3}")))
-        .unwrap_or_default();
+    let quality = [
+        ("test_nll", "held-out NLL", ""),
+        ("test_lsd_db", "held-out LSD", " dB"),
+    ]
+    .iter()
+    .find_map(|(key, what, unit)| {
+        entry
+            .metrics
+            .get(*key)
+            .map(|v| format!(", {what} {v:.3}{unit}"))
+    })
+    .unwrap_or_default();
     format!(
         "{network}: {name}: {} parameters, {:.0} KiB, {}{}{quality}",
         entry.parameters,
@@ -717,8 +763,10 @@ fn combo<T: Enum + PartialEq + 'static>(
 /// A parameter's slider with its name in front.
 fn labelled<P: Param>(ui: &mut egui::Ui, label: &str, param: &P, setter: &ParamSetter) {
     ui.horizontal(|ui| {
-        ui.add_sized([90.0, 18.0], egui::Label::new(label));
-        ui.add(ParamSlider::for_param(param, setter).with_width(150.0));
+        ui.add_sized([LABEL_WIDTH, 18.0], egui::Label::new(label));
+        // The rest of the row, less room for the value box beside the slider.
+        let width = (ui.available_width() - 100.0).clamp(50.0, 240.0);
+        ui.add(ParamSlider::for_param(param, setter).with_width(width));
     });
 }
 

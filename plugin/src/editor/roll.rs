@@ -62,17 +62,16 @@ fn spans(notes: &[LoggedNote], from: f64, now: f64) -> Vec<Span> {
     out
 }
 
-/// Draws the roll into the full width and `height`; `range` is the
-/// generated pitch range, widened to show every visible note.
+/// Draws the roll at `size`; `range` is the generated pitch range, widened
+/// to show every visible note.
 pub fn show(
     ui: &mut egui::Ui,
     notes: &[LoggedNote],
     view: &MonitorView,
     range: (i32, i32),
-    height: f32,
+    size: egui::Vec2,
 ) {
-    let (response, painter) =
-        ui.allocate_painter(vec2(ui.available_width(), height), Sense::hover());
+    let (response, painter) = ui.allocate_painter(size, Sense::hover());
     let rect = response.rect;
     painter.rect_filled(rect, 4.0, Color32::from_gray(24));
     let bar = (view.bar_beats as f64).max(0.25);
