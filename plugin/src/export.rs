@@ -85,7 +85,10 @@ fn paired(log: &[LoggedNote], include_played: bool, now: f64) -> Vec<(f64, f64, 
 
 /// The last `bars` bars of the log: notes in beats from the first exported
 /// bar line, cut at it. Errors when no note qualifies.
-pub fn last_bars(log: &[LoggedNote], request: &ExportRequest) -> Result<Vec<BeatNote>, ExportError> {
+pub fn last_bars(
+    log: &[LoggedNote],
+    request: &ExportRequest,
+) -> Result<Vec<BeatNote>, ExportError> {
     let notes = paired(log, request.include_played, request.now);
     let bar = request.bar_beats.max(0.25);
     // The bar line after the last note's end, found from the last onset's
@@ -289,7 +292,10 @@ mod tests {
         let second = save(&log, &request(2), &folder).unwrap();
         assert_eq!(first.file_name().unwrap(), "wren-phrase-001.mid");
         assert_eq!(second.file_name().unwrap(), "wren-phrase-002.mid");
-        assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap()
+        );
         let blocked = folder.join("wren-phrase-001.mid").join("inside");
         assert!(matches!(
             save(&log, &request(2), &blocked),

@@ -293,7 +293,10 @@ mod tests {
     #[test]
     fn a_machine_without_a_device_gets_a_plain_message() {
         let mut setup = AudioSetup::default();
-        assert!(setup.problem().unwrap().starts_with("No audio device found"));
+        assert!(setup
+            .problem()
+            .unwrap()
+            .starts_with("No audio device found"));
         setup.jack_server = true;
         assert_eq!(setup.problem(), None);
         setup.choice.backend = "dummy".into();

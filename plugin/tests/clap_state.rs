@@ -39,6 +39,9 @@ fn variant(changes: &[(&str, Value)]) -> Value {
     state
 }
 
+/// Saved fields added after 0.1.0's golden state, and their defaults.
+const NEWER_FIELDS: [(&str, &str); 1] = [("editor-size", r#"{"width":980,"height":680}"#)];
+
 fn seed(n: i64) -> (&'static str, Value) {
     ("seed", serde_json::json!({ "i32": n }))
 }
@@ -55,7 +58,21 @@ fn the_states_of_every_release_load_to_the_same_values() {
         );
         let saved = state_json(&wren.save());
         assert_eq!(saved["params"], golden["params"], "{release}: parameters");
-        assert_eq!(saved["fields"], golden["fields"], "{release}: fields");
+        for (field, value) in golden["fields"].as_object().unwrap() {
+            assert_eq!(&saved["fields"][field], value, "{release}: field {field}");
+        }
+        // Fields added since the release hold their defaults.
+        for (field, value) in saved["fields"].as_object().unwrap() {
+            if golden["fields"].get(field).is_none() {
+                let default = NEWER_FIELDS.iter().find(|(name, _)| name == field);
+                let (_, expected) = default.unwrap_or_else(|| panic!("unknown field {field}"));
+                assert_eq!(
+                    value.as_str(),
+                    Some(*expected),
+                    "{release}: new field {field}"
+                );
+            }
+        }
         // And it plays.
         let (audio, _) = play(&mut wren, 1.0);
         assert!(audio.iter().all(|s| s.is_finite()), "{release}");

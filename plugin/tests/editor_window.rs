@@ -177,16 +177,25 @@ fn read_text(picture: &Picture, name: &str) -> Option<String> {
 fn check_picture(picture: &Picture, name: &str) {
     picture.save(&output_folder().join(format!("{name}.png")), 1);
     let colours = picture.colours(200);
-    assert!(colours >= 50, "{name}: only {colours} colours: blank window?");
+    assert!(
+        colours >= 50,
+        "{name}: only {colours} colours: blank window?"
+    );
     let notes = picture.count(NOTE_COLOUR);
-    assert!(notes > 200, "{name}: {notes} amber pixels: no notes in the roll?");
+    assert!(
+        notes > 200,
+        "{name}: {notes} amber pixels: no notes in the roll?"
+    );
     if let Some(text) = read_text(picture, name) {
         let missing: Vec<&str> = LABELS
             .iter()
             .copied()
             .filter(|label| !text.contains(label))
             .collect();
-        assert!(missing.is_empty(), "{name}: OCR misses {missing:?} in:\n{text}");
+        assert!(
+            missing.is_empty(),
+            "{name}: OCR misses {missing:?} in:\n{text}"
+        );
     }
 }
 
@@ -274,7 +283,8 @@ fn open(instance: &mut Instance, connection: &RustConnection, screen: usize) -> 
         is_floating: false,
     };
     assert!(gui.is_api_supported(&mut handle, configuration));
-    gui.create(&mut handle, configuration).expect("create the editor");
+    gui.create(&mut handle, configuration)
+        .expect("create the editor");
     let size = gui.get_size(&mut handle).expect("the editor's size");
     let window = host_window(connection, screen, size);
     // SAFETY: the window is the test's own and lives until the test ends,
@@ -389,9 +399,15 @@ fn each_instance_keeps_its_own_window_size_in_its_state() {
 
     let saved = first.save();
     let json = common::state_json(&saved);
-    let field = json["fields"]["editor-size"].as_str().expect("a saved size");
+    let field = json["fields"]["editor-size"]
+        .as_str()
+        .expect("a saved size");
     let size: serde_json::Value = serde_json::from_str(field).unwrap();
-    assert_eq!(size, serde_json::json!({"width": 1200, "height": 820}), "{json}");
+    assert_eq!(
+        size,
+        serde_json::json!({"width": 1200, "height": 820}),
+        "{json}"
+    );
     let mut restored = Instance::new(&entry);
     assert!(restored.load(&saved));
     let gui_restored = gui(&mut restored);
@@ -465,5 +481,8 @@ fn the_editor_opens_in_the_standalone_application() {
     std::thread::sleep(Duration::from_secs(8));
     let picture = Picture::grab(&connection, window);
     check_picture(&picture, "standalone");
-    assert!(app.0.try_wait().unwrap().is_none(), "the standalone still runs");
+    assert!(
+        app.0.try_wait().unwrap().is_none(),
+        "the standalone still runs"
+    );
 }

@@ -23,11 +23,14 @@ fn call_events(sample: usize) -> Vec<NoteEvent> {
         let on = beat * samples_per_beat;
         let off = on + samples_per_beat * 3 / 4;
         for (at, event) in [
-            (on, NoteEvent::On {
-                offset: 0,
-                note,
-                velocity: 100,
-            }),
+            (
+                on,
+                NoteEvent::On {
+                    offset: 0,
+                    note,
+                    velocity: 100,
+                },
+            ),
             (off, NoteEvent::Off { offset: 0, note }),
         ] {
             if (sample..sample + BLOCK).contains(&at) {
@@ -100,7 +103,11 @@ fn a_phrase_played_in_gets_an_answer_in_key_that_exports_as_midi() {
     assert!(generated >= 4, "Wren answered with {generated} notes");
 
     let view = monitor.view();
-    assert!((view.time - 32.0).abs() < 0.1, "eight bars ran: {}", view.time);
+    assert!(
+        (view.time - 32.0).abs() < 0.1,
+        "eight bars ran: {}",
+        view.time
+    );
     assert!(view.active && view.played_steps > 0);
     let mut log = Vec::new();
     monitor.notes.read_since(0, &mut log);
@@ -112,9 +119,16 @@ fn a_phrase_played_in_gets_an_answer_in_key_that_exports_as_midi() {
         now: view.time,
     };
     let answer = pitches(&midi_file(&log, &request).unwrap());
-    assert_eq!(answer.len(), generated, "every note Wren played is in the file");
+    assert_eq!(
+        answer.len(),
+        generated,
+        "every note Wren played is in the file"
+    );
     for pitch in &answer {
-        assert!(Scale::Major.contains(D, *pitch), "{pitch} is not in D major");
+        assert!(
+            Scale::Major.contains(D, *pitch),
+            "{pitch} is not in D major"
+        );
     }
     let with_call = ExportRequest {
         include_played: true,

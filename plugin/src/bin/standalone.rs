@@ -23,12 +23,15 @@ fn main() -> ExitCode {
     if let Some(path) = state_file {
         match standalone::read_state(&path) {
             Ok(state) => standalone::set_start_state(state),
-            Err(error) => eprintln!("Wren: the saved state could not be read, starting fresh: {error}"),
+            Err(error) => {
+                eprintln!("Wren: the saved state could not be read, starting fresh: {error}")
+            }
         }
     }
-    let program = std::env::args().next().unwrap_or_else(|| "wren-standalone".into());
-    let wrapper_args =
-        std::iter::once(program).chain(standalone::wrapper_args(&choice, &other));
+    let program = std::env::args()
+        .next()
+        .unwrap_or_else(|| "wren-standalone".into());
+    let wrapper_args = std::iter::once(program).chain(standalone::wrapper_args(&choice, &other));
     if nice_plug::prelude::nice_export_standalone_with_args::<wren::plugin::Wren, _>(wrapper_args) {
         ExitCode::SUCCESS
     } else {

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nice_plug::editor::{Editor, ParentWindowHandle, ResizeHint, SizeConstraints, SpawnedEditor};
-use nice_plug::context::gui::GuiContext;
-use nice_plug::prelude::*;
 use egui::{vec2, Color32, RichText};
+use nice_plug::context::gui::GuiContext;
+use nice_plug::editor::{Editor, ParentWindowHandle, ResizeHint, SizeConstraints, SpawnedEditor};
+use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 use nice_plug_egui::{
     create_egui_editor, EguiEditor, EguiEditorHandle, EguiEditorState, EguiNiceSettings,
@@ -187,8 +187,7 @@ impl Editor for WrenEditor {
         }
         let size = self.shared.params.editor.0.get();
         nice_plug::editor::dpi::NativeSize::from_size(
-            nice_plug::editor::dpi::LogicalSize::new(size.width as f32, size.height as f32)
-                .into(),
+            nice_plug::editor::dpi::LogicalSize::new(size.width as f32, size.height as f32).into(),
             1.0,
         )
     }
@@ -320,7 +319,11 @@ impl NiceEguiApp for WrenApp {
                 self.shared.params.range_high.value(),
             );
             // Room below the roll: the bottom row, taller with the Audio panel.
-            let below = if standalone::setup().is_some() { 260.0 } else { 170.0 };
+            let below = if standalone::setup().is_some() {
+                260.0
+            } else {
+                170.0
+            };
             let roll_height = (ui.available_height() - below).max(120.0);
             roll::show(ui, &self.notes, &view, range, vec2(width, roll_height));
             ui.separator();
@@ -412,13 +415,28 @@ fn audio_panel(
     }
     egui::Grid::new("audio").num_columns(2).show(ui, |ui| {
         ui.label("Backend");
-        pick(ui, "backend", &mut choice.backend, standalone::BACKENDS.map(String::from).to_vec());
+        pick(
+            ui,
+            "backend",
+            &mut choice.backend,
+            standalone::BACKENDS.map(String::from).to_vec(),
+        );
         ui.end_row();
         ui.label("Buffer");
-        pick(ui, "buffer", &mut choice.period_size, standalone::PERIOD_SIZES.to_vec());
+        pick(
+            ui,
+            "buffer",
+            &mut choice.period_size,
+            standalone::PERIOD_SIZES.to_vec(),
+        );
         ui.end_row();
         ui.label("Rate");
-        pick(ui, "rate", &mut choice.sample_rate, standalone::SAMPLE_RATES.to_vec());
+        pick(
+            ui,
+            "rate",
+            &mut choice.sample_rate,
+            standalone::SAMPLE_RATES.to_vec(),
+        );
         ui.end_row();
         ui.label("Output");
         let outputs = std::iter::once(None)
@@ -730,7 +748,11 @@ fn set<T: Enum + PartialEq>(setter: &ParamSetter, param: &EnumParam<T>, value: T
 }
 
 /// A row of buttons, one per value of an enum parameter.
-fn choice<T: Enum + PartialEq + 'static>(ui: &mut egui::Ui, param: &EnumParam<T>, setter: &ParamSetter) {
+fn choice<T: Enum + PartialEq + 'static>(
+    ui: &mut egui::Ui,
+    param: &EnumParam<T>,
+    setter: &ParamSetter,
+) {
     ui.horizontal_wrapped(|ui| {
         let current = param.value().to_index();
         for (index, name) in T::variants().iter().enumerate() {

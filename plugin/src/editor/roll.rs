@@ -93,7 +93,11 @@ pub fn show(
     for pitch in low..=high {
         if pitch.rem_euclid(12) == 0 {
             let line_y = y(pitch);
-            painter.hline(rect.x_range(), line_y, Stroke::new(1.0, Color32::from_gray(40)));
+            painter.hline(
+                rect.x_range(),
+                line_y,
+                Stroke::new(1.0, Color32::from_gray(40)),
+            );
             painter.text(
                 pos2(rect.left() + 3.0, line_y - 1.0),
                 egui::Align2::LEFT_BOTTOM,
@@ -113,7 +117,11 @@ pub fn show(
         }
         let on_bar = (beat as f64 % bar).abs() < 1e-6;
         let grey = if on_bar { 90 } else { 48 };
-        painter.vline(x(t), rect.y_range(), Stroke::new(1.0, Color32::from_gray(grey)));
+        painter.vline(
+            x(t),
+            rect.y_range(),
+            Stroke::new(1.0, Color32::from_gray(grey)),
+        );
         beat += 1;
     }
     let row_height = (rect.height() / rows).max(2.0);
@@ -125,12 +133,19 @@ pub fn show(
         let top = y(s.pitch as i32 + 1).max(rect.top());
         let note_rect = Rect::from_min_max(
             pos2(x(s.start.max(from)), top + 0.5),
-            pos2(x(s.end).max(x(s.start.max(from)) + 2.0), top + row_height - 0.5),
+            pos2(
+                x(s.end).max(x(s.start.max(from)) + 2.0),
+                top + row_height - 0.5,
+            ),
         )
         .intersect(rect);
         painter.rect_filled(note_rect, 1.5, colour);
     }
-    painter.vline(x(now) - 1.0, rect.y_range(), Stroke::new(1.0, Color32::WHITE));
+    painter.vline(
+        x(now) - 1.0,
+        rect.y_range(),
+        Stroke::new(1.0, Color32::WHITE),
+    );
     let legend = if view.running_time {
         "Wren's notes in amber, notes played in in blue"
     } else {

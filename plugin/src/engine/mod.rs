@@ -1228,7 +1228,11 @@ mod tests {
         };
         let off = |note| NoteEvent::Off { offset: 3, note };
         assert_eq!(gate.pass(on(60), true), Some(on(60)));
-        assert_eq!(gate.pass(off(60), false), Some(off(60)), "turned off while sounding");
+        assert_eq!(
+            gate.pass(off(60), false),
+            Some(off(60)),
+            "turned off while sounding"
+        );
         assert_eq!(gate.pass(off(60), true), None, "ended once");
         assert_eq!(gate.pass(on(62), false), None);
         assert_eq!(gate.pass(off(62), true), None, "never went out");

@@ -113,9 +113,14 @@ pub struct Instance {
 impl Instance {
     pub fn new(entry: &PluginEntry) -> Instance {
         let host_info = HostInfo::new("Wren tests", "Wren", "https://localhost", "0.1.0").unwrap();
-        let instance =
-            PluginInstance::<TestHost>::new(|_| Shared::default(), |_| (), entry, PLUGIN_ID, &host_info)
-                .expect("instantiate Wren");
+        let instance = PluginInstance::<TestHost>::new(
+            |_| Shared::default(),
+            |_| (),
+            entry,
+            PLUGIN_ID,
+            &host_info,
+        )
+        .expect("instantiate Wren");
         Instance { instance }
     }
 
