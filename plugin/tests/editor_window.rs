@@ -277,29 +277,29 @@ fn gui(instance: &mut Instance) -> PluginGui {
 /// Opens the editor embedded in a new window of the test's; returns the window.
 fn open(instance: &mut Instance, connection: &RustConnection, screen: usize) -> u32 {
     let gui = gui(instance);
-    let mut handle = instance.instance.plugin_handle();
+    let handle = instance.instance.plugin_handle();
     let configuration = GuiConfiguration {
         api_type: GuiApiType::X11,
         is_floating: false,
     };
-    assert!(gui.is_api_supported(&mut handle, configuration));
-    gui.create(&mut handle, configuration)
+    assert!(gui.is_api_supported(&handle, configuration));
+    gui.create(&handle, configuration)
         .expect("create the editor");
-    let size = gui.get_size(&mut handle).expect("the editor's size");
+    let size = gui.get_size(&handle).expect("the editor's size");
     let window = host_window(connection, screen, size);
     // SAFETY: the window is the test's own and lives until the test ends,
     // after the editor is destroyed.
-    unsafe { gui.set_parent(&mut handle, Window::from_x11_handle(window as _)) }
+    unsafe { gui.set_parent(&handle, Window::from_x11_handle(window as _)) }
         .expect("embed the editor");
-    gui.show(&mut handle).expect("show the editor");
+    gui.show(&handle).expect("show the editor");
     window
 }
 
 fn close(instance: &mut Instance) {
     let gui = gui(instance);
-    let mut handle = instance.instance.plugin_handle();
-    let _ = gui.hide(&mut handle);
-    gui.destroy(&mut handle);
+    let handle = instance.instance.plugin_handle();
+    let _ = gui.hide(&handle);
+    gui.destroy(&handle);
 }
 
 /// Runs the host's main thread for `time`.
@@ -370,24 +370,24 @@ fn each_instance_keeps_its_own_window_size_in_its_state() {
     let mut second = Instance::new(&entry);
     let default = {
         let gui = gui(&mut first);
-        gui.get_size(&mut first.instance.plugin_handle())
+        gui.get_size(&first.instance.plugin_handle())
             .expect("a size")
     };
     let window_first = open(&mut first, &connection, screen);
     let window_second = open(&mut second, &connection, screen);
     let gui_first = gui(&mut first);
-    let mut handle = first.instance.plugin_handle();
-    assert!(gui_first.can_resize(&mut handle));
+    let handle = first.instance.plugin_handle();
+    assert!(gui_first.can_resize(&handle));
     let wanted = GuiSize {
         width: 1200,
         height: 820,
     };
-    gui_first.set_size(&mut handle, wanted).expect("resize");
+    gui_first.set_size(&handle, wanted).expect("resize");
     wait(&mut first, Duration::from_millis(500));
     wait(&mut second, Duration::from_millis(100));
     let gui_second = gui(&mut second);
     let other = gui_second
-        .get_size(&mut second.instance.plugin_handle())
+        .get_size(&second.instance.plugin_handle())
         .expect("a size");
     assert_eq!((other.width, other.height), (default.width, default.height));
     close(&mut first);
@@ -412,7 +412,7 @@ fn each_instance_keeps_its_own_window_size_in_its_state() {
     assert!(restored.load(&saved));
     let gui_restored = gui(&mut restored);
     let size = gui_restored
-        .get_size(&mut restored.instance.plugin_handle())
+        .get_size(&restored.instance.plugin_handle())
         .expect("a size");
     assert_eq!((size.width, size.height), (1200, 820));
 }

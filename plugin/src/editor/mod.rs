@@ -557,8 +557,8 @@ fn presets_panel(
             ui.end_row();
             let auto_text = match (view.active, view.measured) {
                 (false, _) => "auto".to_string(),
-                (true, true) => format!("auto: {}", name_of(&presets, view.fit)),
-                (true, false) => format!("auto: {} (timing...)", name_of(&presets, view.fit)),
+                (true, true) => format!("auto: {}", name_of(presets, view.fit)),
+                (true, false) => format!("auto: {} (timing...)", name_of(presets, view.fit)),
             };
             if ui
                 .selectable_label(chosen == PresetChoice::Auto, auto_text)
