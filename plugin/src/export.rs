@@ -166,9 +166,12 @@ pub fn save(
     Ok(path)
 }
 
-/// Where exports go unless the user says otherwise: `~/Music/Wren`, or the
-/// temporary folder without a home.
+/// Where exports go unless the user says otherwise: `$WREN_EXPORT_DIR` if
+/// set, else `~/Music/Wren`, or the temporary folder without a home.
 pub fn default_folder() -> PathBuf {
+    if let Some(folder) = std::env::var_os("WREN_EXPORT_DIR").filter(|f| !f.is_empty()) {
+        return PathBuf::from(folder);
+    }
     std::env::var_os("HOME")
         .map(|home| PathBuf::from(home).join("Music").join("Wren"))
         .unwrap_or_else(|| std::env::temp_dir().join("Wren"))

@@ -173,6 +173,55 @@ fn read_text(picture: &Picture, name: &str) -> Option<String> {
     }
 }
 
+/// Where tesseract reads `word` in a picture: the centre of the first
+/// match, in the picture's pixels; `None` without tesseract or the word.
+fn find_word(picture: &Picture, name: &str, word: &str) -> Option<(i16, i16)> {
+    let path = output_folder().join(format!("{name}-find.png"));
+    picture.save(&path, 2);
+    let output = Command::new("tesseract")
+        .arg(&path)
+        .arg("stdout")
+        .args(["--psm", "11", "tsv"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    // Columns: level, page, block, paragraph, line, word, left, top,
+    // width, height, confidence, text.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('\t').collect();
+            let number = |i: usize| cells.get(i)?.parse::<i32>().ok();
+            (cells.get(11) == Some(&word)).then_some(())?;
+            let (left, top) = (number(6)?, number(7)?);
+            let (width, height) = (number(8)?, number(9)?);
+            Some((
+                ((left + width / 2) / 2) as i16,
+                ((top + height / 2) / 2) as i16,
+            ))
+        })
+        .next()
+}
+
+/// Clicks the left mouse button at a point of the root window, as a
+/// user's hand would (XTEST).
+fn click(connection: &RustConnection, screen: usize, (x, y): (i16, i16)) {
+    use x11rb::protocol::xproto::{BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, MOTION_NOTIFY_EVENT};
+    use x11rb::protocol::xtest::ConnectionExt as _;
+    let root = connection.setup().roots[screen].root;
+    for (kind, detail) in [
+        (MOTION_NOTIFY_EVENT, 0),
+        (BUTTON_PRESS_EVENT, 1),
+        (BUTTON_RELEASE_EVENT, 1),
+    ] {
+        connection
+            .xtest_fake_input(kind, detail, 0, root, x, y, 0)
+            .unwrap();
+        connection.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
 /// Checks a screenshot: not blank, notes in the roll, every label legible.
 fn check_picture(picture: &Picture, name: &str) {
     picture.save(&output_folder().join(format!("{name}.png")), 1);
@@ -334,6 +383,69 @@ fn the_editor_opens_in_a_clap_host_and_shows_presets_notes_and_labels() {
         picture.save(&docs, 1);
         eprintln!("wrote {}", docs.display());
     }
+}
+
+#[test]
+fn the_save_button_exports_what_wren_played_as_midi_in_key() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(entry) = common::entry() else {
+        return;
+    };
+    let folder = output_folder().join("export");
+    let _ = std::fs::remove_dir_all(&folder);
+    // Read when the editor opens; set before any of Wren's threads start.
+    std::env::set_var("WREN_EXPORT_DIR", &folder);
+    let mut instance = Instance::new(&entry);
+    let audio = Audio::start(&mut instance);
+    let window = open(&mut instance, &connection, screen);
+    wait(&mut instance, Duration::from_secs(6));
+    let before = Picture::grab(&connection, window);
+    let Some(button) = find_word(&before, "export", "Save") else {
+        assert!(!required(), "OCR finds no Save button");
+        eprintln!("skipped: no OCR");
+        close(&mut instance);
+        audio.finish(&mut instance);
+        return;
+    };
+    click(&connection, screen, button);
+    wait(&mut instance, Duration::from_millis(500));
+    let after = Picture::grab(&connection, window);
+    close(&mut instance);
+    audio.finish(&mut instance);
+
+    let file = folder.join("wren-phrase-001.mid");
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let smf = midly::Smf::parse(&bytes).expect("a MIDI file");
+    let pitches: Vec<u8> = smf
+        .tracks
+        .iter()
+        .flatten()
+        .filter_map(|event| match event.kind {
+            midly::TrackEventKind::Midi {
+                message: midly::MidiMessage::NoteOn { key, vel },
+                ..
+            } if vel > 0 => Some(key.as_int()),
+            _ => None,
+        })
+        .collect();
+    assert!(pitches.len() >= 4, "{} notes exported", pitches.len());
+    // Wren's default key and scale: D major.
+    let d_major = [2, 4, 6, 7, 9, 11, 1];
+    for pitch in &pitches {
+        assert!(d_major.contains(&(pitch % 12)), "{pitch} is not in D major");
+    }
+    let text = read_text(&after, "export-after").unwrap_or_default();
+    assert!(
+        text.contains("Saved"),
+        "the editor says where it saved:\n{text}"
+    );
+    println!(
+        "saved {} notes to {} by clicking Save at {button:?}",
+        pitches.len(),
+        file.display()
+    );
 }
 
 #[test]
