@@ -25,7 +25,7 @@ WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host --test clap_
     --test clap_state -- --nocapture
 
 echo "== editor in a CLAP host and in the standalone, under Xvfb"
-WREN_REQUIRE_BUNDLE=1 WREN_REQUIRE_DISPLAY=1 xvfb-run -a -s "-screen 0 1600x1000x24" \
+WREN_REQUIRE_BUNDLE=1 WREN_REQUIRE_DISPLAY=1 xvfb-run -a -s "-screen 0 1600x1000x24 -noreset" \
     cargo test --release -p wren --test editor_window -- --nocapture --test-threads 1
 
 echo "== VST3 in pedalboard and dawdreamer"
