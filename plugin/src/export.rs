@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::melody::smf::{write_notes, TimedNote};
 use crate::melody::tokens::Meter;
-use crate::monitor::{LoggedNote, Source};
+use crate::monitor::{played_notes, LoggedNote, PlayedNote, Source};
 
 /// What to export.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,46 +56,22 @@ pub enum ExportError {
     },
 }
 
-/// Notes (with onsets in beats of the log's timeline) paired from the log.
-fn paired(log: &[LoggedNote], include_played: bool, now: f64) -> Vec<(f64, f64, u8, u8, f32)> {
-    let mut open: [[Option<(f64, u8, f32)>; 128]; 2] = [[None; 128]; 2];
-    let mut notes = Vec::new();
-    for event in log {
-        let source = match event.source {
-            Source::Generated => 0,
-            Source::Played if include_played => 1,
-            Source::Played => continue,
-        };
-        let slot = &mut open[source][event.note as usize & 127];
-        if let Some((start, velocity, phase)) = slot.take() {
-            notes.push((start, event.time, event.note, velocity, phase));
-        }
-        if event.velocity > 0 {
-            *slot = Some((event.time, event.velocity, event.bar_phase));
-        }
-    }
-    for (pitch, slot) in open.iter().flat_map(|s| s.iter().enumerate()) {
-        if let Some((start, velocity, phase)) = slot {
-            notes.push((*start, now.max(*start), pitch as u8, *velocity, *phase));
-        }
-    }
-    notes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
-    notes
-}
-
 /// The last `bars` bars of the log: notes in beats from the first exported
 /// bar line, cut at it. Errors when no note qualifies.
 pub fn last_bars(
     log: &[LoggedNote],
     request: &ExportRequest,
 ) -> Result<Vec<BeatNote>, ExportError> {
-    let notes = paired(log, request.include_played, request.now);
+    let notes: Vec<PlayedNote> = played_notes(log, request.now)
+        .into_iter()
+        .filter(|n| request.include_played || n.source == Source::Generated)
+        .collect();
     let bar = request.bar_beats.max(0.25);
     // The bar line after the last note's end, found from the last onset's
     // place in its bar.
     let (onset, end, phase) = notes
         .iter()
-        .map(|n| (n.0, n.1, n.4 as f64))
+        .map(|n| (n.start, n.end, n.bar_phase as f64))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or(ExportError::Empty)?;
     let first_bar_line = onset - phase;
@@ -104,14 +80,14 @@ pub fn last_bars(
     let window_start = window_end - request.bars.max(1) as f64 * bar;
     let kept: Vec<BeatNote> = notes
         .iter()
-        .filter(|n| n.1 > window_start)
+        .filter(|n| n.end > window_start)
         .map(|n| {
-            let start = n.0.max(window_start);
+            let start = n.start.max(window_start);
             BeatNote {
                 start: start - window_start,
-                length: (n.1 - start).max(1.0 / 64.0),
-                pitch: n.2,
-                velocity: n.3,
+                length: (n.end - start).max(1.0 / 64.0),
+                pitch: n.note,
+                velocity: n.velocity,
             }
         })
         .collect();
@@ -261,17 +237,7 @@ mod tests {
     fn the_file_reads_back_with_its_notes_tempo_and_meter() {
         let log = four_bars();
         let bytes = midi_file(&log, &request(4)).unwrap();
-        let smf = midly::Smf::parse(&bytes).unwrap();
-        let ons: Vec<u8> = smf.tracks[0]
-            .iter()
-            .filter_map(|e| match e.kind {
-                midly::TrackEventKind::Midi {
-                    message: midly::MidiMessage::NoteOn { key, vel },
-                    ..
-                } if vel > 0 => Some(key.as_int()),
-                _ => None,
-            })
-            .collect();
+        let ons = crate::melody::smf::note_on_pitches(&bytes).unwrap();
         assert_eq!(ons, (60..76).collect::<Vec<u8>>());
         let melody = crate::melody::smf::read_melody(&bytes).unwrap();
         assert_eq!(melody.meter.bar_steps, 16);

@@ -136,6 +136,54 @@ impl NoteLog {
     }
 }
 
+/// A note from its note-on to its note-off on the monitor's timeline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlayedNote {
+    /// Time of the note-on (see [`LoggedNote::time`]).
+    pub start: f64,
+    /// Time of the note-off, or now for a note still sounding.
+    pub end: f64,
+    /// MIDI pitch.
+    pub note: u8,
+    /// MIDI velocity of the note-on.
+    pub velocity: u8,
+    /// Beats since the bar line at the note-on.
+    pub bar_phase: f32,
+    /// Who played it.
+    pub source: Source,
+}
+
+/// Pairs each note-on of a log with the next note-off of the same pitch
+/// and source; notes still sounding end at `now`. Ordered by start, then
+/// pitch. Allocates; not for the audio thread.
+pub fn played_notes(log: &[LoggedNote], now: f64) -> Vec<PlayedNote> {
+    let mut open: [[Option<LoggedNote>; 128]; 2] = [[None; 128]; 2];
+    let mut notes = Vec::new();
+    let played = |on: LoggedNote, end: f64| PlayedNote {
+        start: on.time,
+        end,
+        note: on.note,
+        velocity: on.velocity,
+        bar_phase: on.bar_phase,
+        source: on.source,
+    };
+    for event in log {
+        let side = (event.source == Source::Played) as usize;
+        let slot = &mut open[side][event.note as usize & 127];
+        if let Some(on) = slot.take() {
+            notes.push(played(on, event.time));
+        }
+        if event.velocity > 0 {
+            *slot = Some(*event);
+        }
+    }
+    for on in open.iter().flatten().flatten() {
+        notes.push(played(*on, now.max(on.time)));
+    }
+    notes.sort_by(|a, b| a.start.total_cmp(&b.start).then(a.note.cmp(&b.note)));
+    notes
+}
+
 /// A preset's figures in the current buffer.
 #[derive(Default)]
 struct PresetMeter {
@@ -408,6 +456,31 @@ mod tests {
             velocity: 100,
             source: Source::Generated,
         }
+    }
+
+    #[test]
+    fn notes_pair_by_source_and_sounding_ones_end_now() {
+        let event = |time, note, velocity, source| LoggedNote {
+            time,
+            bar_phase: 0.0,
+            note,
+            velocity,
+            source,
+        };
+        let notes = [
+            event(0.0, 60, 100, Source::Generated),
+            event(1.0, 60, 90, Source::Played),
+            event(2.0, 60, 0, Source::Generated),
+            event(3.0, 62, 100, Source::Generated),
+            event(4.0, 60, 0, Source::Played),
+        ];
+        let all = played_notes(&notes, 5.0);
+        let expected = [(0.0, 2.0, 60), (1.0, 4.0, 60), (3.0, 5.0, 62)];
+        let got: Vec<(f64, f64, u8)> = all.iter().map(|n| (n.start, n.end, n.note)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(all[1].source, Source::Played);
+        let late = all.iter().filter(|n| n.end > 2.5).count();
+        assert_eq!(late, 2, "the note that ended at 2 is out of view");
     }
 
     #[test]

@@ -417,19 +417,7 @@ fn the_save_button_exports_what_wren_played_as_midi_in_key() {
 
     let file = folder.join("wren-phrase-001.mid");
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let smf = midly::Smf::parse(&bytes).expect("a MIDI file");
-    let pitches: Vec<u8> = smf
-        .tracks
-        .iter()
-        .flatten()
-        .filter_map(|event| match event.kind {
-            midly::TrackEventKind::Midi {
-                message: midly::MidiMessage::NoteOn { key, vel },
-                ..
-            } if vel > 0 => Some(key.as_int()),
-            _ => None,
-        })
-        .collect();
+    let pitches = wren::melody::smf::note_on_pitches(&bytes).expect("a MIDI file");
     assert!(pitches.len() >= 4, "{} notes exported", pitches.len());
     // Wren's default key and scale: D major.
     let d_major = [2, 4, 6, 7, 9, 11, 1];

@@ -5,6 +5,7 @@
 use wren::engine::sampling::{SamplingControls, Scale};
 use wren::engine::{Mode, NoteEvent, Settings, Transport};
 use wren::export::{midi_file, ExportRequest};
+use wren::melody::smf::note_on_pitches;
 use wren::monitor::{Monitor, Source};
 
 const RATE: f64 = 48_000.0;
@@ -41,20 +42,8 @@ fn call_events(sample: usize) -> Vec<NoteEvent> {
     events
 }
 
-/// The pitches of the note-ons in a MIDI file.
 fn pitches(bytes: &[u8]) -> Vec<u8> {
-    let smf = midly::Smf::parse(bytes).expect("a MIDI file");
-    smf.tracks
-        .iter()
-        .flatten()
-        .filter_map(|event| match event.kind {
-            midly::TrackEventKind::Midi {
-                message: midly::MidiMessage::NoteOn { key, vel },
-                ..
-            } if vel > 0 => Some(key.as_int()),
-            _ => None,
-        })
-        .collect()
+    note_on_pitches(bytes).expect("a MIDI file")
 }
 
 #[test]

@@ -4,63 +4,10 @@
 use egui::{pos2, vec2, Color32, Rect, Sense, Stroke};
 
 use super::ACCENT;
-use crate::monitor::{LoggedNote, MonitorView, Source};
+use crate::monitor::{played_notes, LoggedNote, MonitorView, PlayedNote, Source};
 
 const PLAYED: Color32 = Color32::from_rgb(0x5a, 0x9b, 0xe0);
 const BARS_SHOWN: f64 = 4.0;
-
-/// A note with its start and end on the monitor's timeline.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Span {
-    start: f64,
-    end: f64,
-    pitch: u8,
-    source: Source,
-}
-
-/// Pairs note-ons with their note-offs; notes still sounding end at `now`.
-/// Only notes that end after `from` are kept.
-fn spans(notes: &[LoggedNote], from: f64, now: f64) -> Vec<Span> {
-    let mut open = [[None::<f64>; 128]; 2];
-    let mut out = Vec::new();
-    for note in notes {
-        let side = match note.source {
-            Source::Generated => 0,
-            Source::Played => 1,
-        };
-        let slot = &mut open[side][note.note as usize & 127];
-        if let Some(start) = slot.take() {
-            if note.time > from {
-                out.push(Span {
-                    start,
-                    end: note.time,
-                    pitch: note.note,
-                    source: note.source,
-                });
-            }
-        }
-        if note.velocity > 0 {
-            *slot = Some(note.time);
-        }
-    }
-    for (side, pitches) in open.iter().enumerate() {
-        for (pitch, start) in pitches.iter().enumerate() {
-            if let Some(start) = start {
-                out.push(Span {
-                    start: *start,
-                    end: now.max(*start),
-                    pitch: pitch as u8,
-                    source: if side == 0 {
-                        Source::Generated
-                    } else {
-                        Source::Played
-                    },
-                });
-            }
-        }
-    }
-    out
-}
 
 /// Draws the roll at `size`; `range` is the generated pitch range, widened
 /// to show every visible note.
@@ -78,11 +25,14 @@ pub fn show(
     let span = bar * BARS_SHOWN;
     let now = view.time;
     let from = now - span;
-    let visible = spans(notes, from, now);
+    let visible: Vec<PlayedNote> = played_notes(notes, now)
+        .into_iter()
+        .filter(|n| n.end > from)
+        .collect();
     let (mut low, mut high) = (range.0.min(range.1), range.0.max(range.1));
     for s in &visible {
-        low = low.min(s.pitch as i32);
-        high = high.max(s.pitch as i32);
+        low = low.min(s.note as i32);
+        high = high.max(s.note as i32);
     }
     let (low, high) = (low - 1, high + 1);
     let rows = (high - low + 1) as f32;
@@ -130,7 +80,7 @@ pub fn show(
             Source::Generated => ACCENT,
             Source::Played => PLAYED,
         };
-        let top = y(s.pitch as i32 + 1).max(rect.top());
+        let top = y(s.note as i32 + 1).max(rect.top());
         let note_rect = Rect::from_min_max(
             pos2(x(s.start.max(from)), top + 0.5),
             pos2(
@@ -158,38 +108,4 @@ pub fn show(
         egui::FontId::proportional(11.0),
         Color32::from_gray(150),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(time: f64, note: u8, velocity: u8, source: Source) -> LoggedNote {
-        LoggedNote {
-            time,
-            bar_phase: 0.0,
-            note,
-            velocity,
-            source,
-        }
-    }
-
-    #[test]
-    fn spans_pair_notes_by_source_and_hold_sounding_ones_to_now() {
-        let notes = [
-            event(0.0, 60, 100, Source::Generated),
-            event(1.0, 60, 90, Source::Played),
-            event(2.0, 60, 0, Source::Generated),
-            event(3.0, 62, 100, Source::Generated),
-            event(4.0, 60, 0, Source::Played),
-        ];
-        let mut all = spans(&notes, -1.0, 5.0);
-        all.sort_by(|a, b| a.start.total_cmp(&b.start));
-        let expected = [(0.0, 2.0, 60), (1.0, 4.0, 60), (3.0, 5.0, 62)];
-        let got: Vec<(f64, f64, u8)> = all.iter().map(|s| (s.start, s.end, s.pitch)).collect();
-        assert_eq!(got, expected);
-        assert_eq!(all[1].source, Source::Played);
-        let late = spans(&notes, 2.5, 5.0);
-        assert_eq!(late.len(), 2, "the note that ended at 2 is out of view");
-    }
 }

@@ -130,6 +130,24 @@ fn top_line(notes: &[GridNote], meter: Meter) -> Melody {
     }
 }
 
+/// The pitches of a file's note-ons (velocity above 0), track by track,
+/// in file order.
+pub fn note_on_pitches(bytes: &[u8]) -> Result<Vec<u8>, SmfError> {
+    let smf = Smf::parse(bytes)?;
+    Ok(smf
+        .tracks
+        .iter()
+        .flatten()
+        .filter_map(|event| match event.kind {
+            TrackEventKind::Midi {
+                message: MidiMessage::NoteOn { key, vel },
+                ..
+            } if vel > 0 => Some(key.as_int()),
+            _ => None,
+        })
+        .collect())
+}
+
 /// A note to write: start and length in seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TimedNote {
