@@ -20,6 +20,7 @@ use std::time::Instant;
 use nice_plug::plugin::ParamValue;
 use nice_plug::prelude::*;
 
+#[cfg(feature = "editor")]
 use crate::editor::{Shared, WrenEditor};
 use crate::engine::{self, Engine};
 use crate::monitor::Source;
@@ -169,7 +170,10 @@ impl Plugin for Wren {
     const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
 
+    #[cfg(feature = "editor")]
     type Editor = WrenEditor;
+    #[cfg(not(feature = "editor"))]
+    type Editor = ();
     type SysExMessage = ();
     type BackgroundTask = ();
 
@@ -179,6 +183,7 @@ impl Plugin for Wren {
 
     /// The editor; none in a standalone application started without a
     /// display (a server, a test), which then runs headless.
+    #[cfg(feature = "editor")]
     fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
         let display = ["DISPLAY", "WAYLAND_DISPLAY"]
             .iter()

@@ -3,7 +3,7 @@
 
 use egui::{pos2, vec2, Color32, Rect, Sense, Stroke};
 
-use super::ACCENT;
+use super::window::ACCENT;
 use crate::monitor::{played_notes, LoggedNote, MonitorView, PlayedNote, Source};
 
 const PLAYED: Color32 = Color32::from_rgb(0x5a, 0x9b, 0xe0);
