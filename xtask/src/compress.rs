@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use wren_pipeline::melody::PipelineConfig;
 use wren_pipeline::search::{run as search, Network, SearchConfig};
-use wren_pipeline::timbre::data;
 use wren_pipeline::timbre::pipeline::TimbreConfig;
 use wren_pipeline::train::TrainConfig;
 
@@ -19,9 +18,10 @@ pub struct CompressArgs {
     /// those named by --instrument).
     #[arg(long, default_value = "melody")]
     pub network: String,
-    /// Timbre instruments searched (flute, violin, trumpet); all by default.
-    #[arg(long = "instrument")]
-    pub instruments: Vec<String>,
+    /// Timbre instruments searched and where their notes come from (the
+    /// same as the teacher's: see train-timbre).
+    #[command(flatten)]
+    pub source: crate::timbre::SourceArgs,
     /// The teacher: any ONNX step model with the network's contract. In a
     /// timbre search `{instrument}` stands for each instrument's name.
     /// Default: models/melody-teacher.onnx, or
@@ -127,17 +127,7 @@ pub fn run(args: &CompressArgs, command: String) -> Result<()> {
     } else {
         let mut data = TimbreConfig::full(command);
         data.out_dir = args.out.clone();
-        if !args.instruments.is_empty() {
-            data.instruments = args
-                .instruments
-                .iter()
-                .map(|name| {
-                    data::instrument(name).with_context(|| {
-                        format!("no instrument {name:?}; there are flute, violin and trumpet")
-                    })
-                })
-                .collect::<Result<_>>()?;
-        }
+        args.source.apply(&mut data)?;
         Network::Timbre(data)
     };
     let (teacher, widths, pair, window): (&str, &[usize], &String, usize) = if melody {

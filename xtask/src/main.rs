@@ -93,9 +93,9 @@ enum Command {
         /// Run the whole pipeline on a sliver of the data with tiny networks.
         #[arg(long)]
         tiny: bool,
-        /// Instruments to train (flute, violin, trumpet); all by default.
-        #[arg(long = "instrument")]
-        instruments: Vec<String>,
+        /// The instruments and where their notes come from.
+        #[command(flatten)]
+        source: timbre::SourceArgs,
         /// Output folder (default: `models`, or a temporary folder with --tiny).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -141,12 +141,11 @@ fn main() -> Result<()> {
         Command::TimbreExamples(args) => timbre_examples::run(&args),
         Command::TrainTimbre {
             tiny,
-            instruments,
+            source,
             out,
             teacher_steps,
             student_steps,
         } => {
-            use wren_pipeline::timbre::data::instrument;
             use wren_pipeline::timbre::pipeline::{run, TimbreConfig};
             let mut config = if tiny {
                 let out = out
@@ -162,16 +161,7 @@ fn main() -> Result<()> {
             }
             config.teacher_steps = teacher_steps.unwrap_or(config.teacher_steps);
             config.student_steps = student_steps.unwrap_or(config.student_steps);
-            if !instruments.is_empty() {
-                config.instruments = instruments
-                    .iter()
-                    .map(|name| {
-                        instrument(name).ok_or_else(|| {
-                            anyhow::anyhow!("no instrument {name:?}: flute, violin or trumpet")
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-            }
+            source.apply(&mut config)?;
             run(&config)
         }
         Command::TrainMelody { tiny, out } => {

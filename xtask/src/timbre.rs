@@ -5,19 +5,64 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use wren::melody::dataset::{read_dataset, Split};
 use wren_pipeline::progress::Progress;
 use wren_pipeline::timbre::analysis::{Analyzer, SAMPLE_RATE};
 use wren_pipeline::timbre::data::{self, TakeKind};
+use wren_pipeline::timbre::pipeline::TimbreConfig;
 use wren_pipeline::timbre::{split_name, Summary};
+
+/// Which instruments' notes the timbre commands render: Wren's, or a
+/// program of a soundfont of one's own over a range, learnt by the network
+/// of the Wren instrument it then plays as.
+#[derive(clap::Args, Debug)]
+pub struct SourceArgs {
+    /// Instruments (flute, violin, trumpet); all by default. With --program
+    /// or --range, the one Wren instrument whose network learns your
+    /// instrument and which it plays as.
+    #[arg(long = "instrument")]
+    pub instruments: Vec<String>,
+    /// The soundfont the notes are rendered from.
+    #[arg(long, default_value = data::SOUNDFONT)]
+    pub soundfont: PathBuf,
+    /// The soundfont's program (bank 0, numbered from 0: General MIDI's
+    /// flute is 73, cello 42). Default: the instrument's General MIDI program.
+    #[arg(long)]
+    pub program: Option<u8>,
+    /// Lowest and highest MIDI pitch rendered, e.g. 43-72 (at least an
+    /// octave). Default: the instrument's range.
+    #[arg(long, value_parser = pitch_range)]
+    pub range: Option<(u8, u8)>,
+}
+
+impl SourceArgs {
+    /// Sets the soundfont and the instruments of a timbre configuration.
+    pub fn apply(&self, config: &mut TimbreConfig) -> Result<()> {
+        config.soundfont = self.soundfont.clone();
+        config.choose(&self.instruments, self.program, self.range)
+    }
+}
+
+/// Parses `low-high`, two MIDI pitches.
+fn pitch_range(text: &str) -> Result<(u8, u8), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?}: give low-high, e.g. 43-72"))?;
+    let pitch = |p: &str| {
+        p.trim()
+            .parse::<u8>()
+            .map_err(|_| format!("{p:?} is not a MIDI pitch (0 to 127)"))
+    };
+    Ok((pitch(low)?, pitch(high)?))
+}
 
 /// Options of `cargo xtask timbre-data`.
 #[derive(clap::Args)]
 pub struct TimbreDataArgs {
-    /// Instruments to render (flute, violin, trumpet); all by default.
-    #[arg(long = "instrument")]
-    pub instruments: Vec<String>,
+    /// The instruments and where their notes come from.
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Legato phrases per instrument in the training split (a quarter as
     /// many in each held-out split).
     #[arg(long, default_value_t = 40)]
@@ -25,29 +70,19 @@ pub struct TimbreDataArgs {
     /// Where example WAV files and summary.json go.
     #[arg(long, default_value = "target/timbre-data")]
     pub out: PathBuf,
-    /// The soundfont.
-    #[arg(long, default_value = data::SOUNDFONT)]
-    pub soundfont: PathBuf,
 }
 
 pub fn run(args: &TimbreDataArgs) -> Result<()> {
-    let instruments = if args.instruments.is_empty() {
-        data::INSTRUMENTS.to_vec()
-    } else {
-        args.instruments
-            .iter()
-            .map(|name| {
-                data::instrument(name).with_context(|| {
-                    format!("no instrument {name:?}; there are flute, violin and trumpet")
-                })
-            })
-            .collect::<Result<_>>()?
-    };
-    let font = data::load_soundfont(&args.soundfont)?;
+    let mut config = TimbreConfig::full(String::new());
+    args.source.apply(&mut config)?;
+    let font = data::load_soundfont(&config.soundfont)?;
+    for instrument in &config.instruments {
+        println!("{}", data::describe(&font, &config.soundfont, instrument)?);
+    }
     let tunes = read_dataset(std::path::Path::new("models/data/melodies.tsv.gz"))?;
     let mut analyzer = Analyzer::new();
     let mut summaries = std::collections::BTreeMap::new();
-    for instrument in &instruments {
+    for instrument in &config.instruments {
         let takes = data::plan(instrument, &tunes, args.phrases);
         let folder = args.out.join(instrument.name);
         std::fs::create_dir_all(&folder)?;

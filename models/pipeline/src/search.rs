@@ -32,7 +32,7 @@ use crate::compress::{
 use crate::export::{read_manifest, write_manifest, write_model, Shipping};
 use crate::melody::{load_data, melody_golden, refs, PipelineConfig};
 use crate::net::StepNet;
-use crate::timbre::data::{load_soundfont, Instrument};
+use crate::timbre::data::{describe, load_soundfont, Instrument};
 use crate::timbre::pipeline::{distances, play, record_instrument, timbre_golden, TimbreConfig};
 use crate::timbre::train::{FrameSet, TimbreObjective};
 use crate::train::{TrainConfig, Trained};
@@ -450,6 +450,9 @@ pub fn run(config: &SearchConfig) -> Result<Vec<Outcome>> {
         Network::Melody(data) => vec![search_melody(config, data, paired)?],
         Network::Timbre(data) => {
             let font = load_soundfont(&data.soundfont)?;
+            for instrument in &data.instruments {
+                eprintln!("{}", describe(&font, &data.soundfont, instrument)?);
+            }
             let tunes = read_dataset(&data.melodies)?;
             data.instruments
                 .iter()
@@ -586,7 +589,7 @@ fn search_timbre(
     );
     training.insert(
         "instrument".into(),
-        format!("{name} (GM program {})", instrument.program),
+        describe(font, &data.soundfont, instrument)?,
     );
     let model = format!("timbre-{name}-{}", config.name);
     ship(

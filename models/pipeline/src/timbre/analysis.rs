@@ -26,6 +26,17 @@ pub const FFT_SIZE: usize = 4 * WINDOW;
 /// interpolation leaves little of the partials.
 pub const HARMONIC_CEILING: f32 = 0.95;
 
+/// The lowest MIDI pitch whose harmonics the analysis can part: each
+/// harmonic is looked for within a quarter of the fundamental of where it
+/// should be, and that reach must span the window's main lobe.
+pub fn lowest_pitch() -> u8 {
+    let bin_hz = SAMPLE_RATE / FFT_SIZE as f32;
+    let half_lobe = (FFT_SIZE / WINDOW) as f32;
+    (0..128u8)
+        .find(|&p| 0.25 * wren::timbre::pitch_hz(p as f32) / bin_hz >= half_lobe)
+        .unwrap_or(127)
+}
+
 /// One analysed frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
@@ -252,6 +263,23 @@ mod tests {
             );
             assert!(frame.loudness_db > -20.0 && frame.loudness_db < 0.0);
         }
+    }
+
+    #[test]
+    fn the_lowest_pitch_is_parted_and_the_one_below_it_would_not_be() {
+        let lowest = lowest_pitch();
+        assert_eq!(lowest, 43, "G2 with a 2048-sample window at 48 kHz");
+        let f0 = wren::timbre::pitch_hz(lowest as f32);
+        let amplitudes: Vec<f32> = (1..=8).map(|k| 0.4 / k as f32).collect();
+        let audio = harmonic_tone(f0, &amplitudes, 48_000);
+        let frame = Analyzer::new().frame(&audio, 24_000, Some(f0));
+        for (k, expected) in amplitudes.iter().enumerate() {
+            let got = frame.harmonics[k];
+            assert!((got - expected).abs() < 0.05 * expected, "{k}: {got}");
+        }
+        let below = wren::timbre::pitch_hz(lowest as f32 - 1.0);
+        let half_lobe = (FFT_SIZE / WINDOW) as f32;
+        assert!(0.25 * below / (SAMPLE_RATE / FFT_SIZE as f32) < half_lobe);
     }
 
     #[test]

@@ -60,6 +60,98 @@ pub fn instrument(name: &str) -> Option<Instrument> {
     INSTRUMENTS.iter().copied().find(|i| i.name == name)
 }
 
+/// The instrument with this name, or an error naming those there are.
+pub fn named(name: &str) -> Result<Instrument> {
+    instrument(name).with_context(|| {
+        let names: Vec<&str> = INSTRUMENTS.iter().map(|i| i.name).collect();
+        format!("no instrument {name:?}: there are {}", names.join(", "))
+    })
+}
+
+/// The fewest semitones of its range: an octave, so that every split has
+/// pitches of its own.
+pub const OWN_MIN_SPAN: u8 = 12;
+
+/// An instrument of one's own: `slot`'s network (the instrument it plays
+/// as in Wren), trained on another program of the soundfont and over
+/// another range where given.
+pub fn own_instrument(
+    slot: &str,
+    program: Option<u8>,
+    range: Option<(u8, u8)>,
+) -> Result<Instrument> {
+    let mut instrument = named(slot)?;
+    if let Some(program) = program {
+        anyhow::ensure!(program < 128, "program {program}: programs run 0 to 127");
+        instrument.program = program;
+    }
+    if let Some((low, high)) = range {
+        let lowest = super::analysis::lowest_pitch();
+        anyhow::ensure!(
+            low >= lowest && high <= 127,
+            "range {low}-{high}: the analysis parts harmonics from pitch {lowest} up, \
+             and pitches end at 127"
+        );
+        anyhow::ensure!(
+            high >= low + OWN_MIN_SPAN,
+            "range {low}-{high}: give at least an octave, so that notes can be held out to test it"
+        );
+        (instrument.low, instrument.high) = (low, high);
+    }
+    Ok(instrument)
+}
+
+/// The name of the soundfont's preset at `program` of bank 0 (the bank
+/// rendered), or an error listing the presets the soundfont has.
+pub fn preset_name(font: &SoundFont, path: &Path, program: u8) -> Result<String> {
+    let presets = font.get_presets();
+    if let Some(preset) = presets
+        .iter()
+        .find(|p| p.get_bank_number() == 0 && p.get_patch_number() == program as i32)
+    {
+        return Ok(preset.get_name().trim().to_string());
+    }
+    let mut offered: Vec<(i32, &str)> = presets
+        .iter()
+        .filter(|p| p.get_bank_number() == 0)
+        .map(|p| (p.get_patch_number(), p.get_name().trim()))
+        .collect();
+    offered.sort();
+    let listed: Vec<String> = offered
+        .iter()
+        .take(16)
+        .map(|(n, name)| format!("{n} {name}"))
+        .collect();
+    let more = offered.len().saturating_sub(listed.len());
+    anyhow::bail!(
+        "{} has no program {program} in bank 0; it has {}{}",
+        path.display(),
+        if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        },
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// What a manifest says an instrument's network was trained on.
+pub fn describe(font: &SoundFont, path: &Path, instrument: &Instrument) -> Result<String> {
+    let preset = preset_name(font, path, instrument.program)?;
+    let file = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    Ok(format!(
+        "{} (program {} {preset} of {file}, pitches {}-{})",
+        instrument.name, instrument.program, instrument.low, instrument.high
+    ))
+}
+
 /// Velocities of the training notes.
 pub const TRAIN_VELOCITIES: [u8; 4] = [30, 60, 85, 120];
 /// A velocity only the test split has.
@@ -342,4 +434,33 @@ pub fn record(
         controls,
         frames,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instrument_of_ones_own_takes_a_slot_a_program_and_a_range() {
+        let cello = own_instrument("violin", Some(42), Some((43, 67))).unwrap();
+        assert_eq!((cello.name, cello.program), ("violin", 42));
+        assert_eq!((cello.low, cello.high), (43, 67));
+        let flute = own_instrument("flute", None, None).unwrap();
+        assert_eq!(flute, INSTRUMENTS[0]);
+        let refused = |slot: &str, program: Option<u8>, range: Option<(u8, u8)>| {
+            own_instrument(slot, program, range)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("cello", None, None).contains("flute, violin, trumpet"));
+        assert!(refused("violin", Some(128), None).contains("0 to 127"));
+        assert!(refused("violin", None, Some((50, 55))).contains("an octave"));
+        assert!(refused("violin", None, Some((30, 60))).contains("from pitch 43"));
+        assert!(refused("violin", None, Some((60, 130))).contains("127"));
+        // Every split keeps pitches of its own over the shortest range.
+        let splits: Vec<Split> = (43..=55).map(pitch_split).collect();
+        for split in [Split::Train, Split::Valid, Split::Test] {
+            assert!(splits.contains(&split));
+        }
+    }
 }

@@ -106,6 +106,35 @@ impl TimbreConfig {
         }
     }
 
+    /// Chooses the instruments: those named (all when none is), and for a
+    /// single one optionally a program of the soundfont and a range of
+    /// one's own, which its network then learns (see
+    /// [`data::own_instrument`]).
+    pub fn choose(
+        &mut self,
+        names: &[String],
+        program: Option<u8>,
+        range: Option<(u8, u8)>,
+    ) -> Result<()> {
+        if program.is_none() && range.is_none() {
+            if !names.is_empty() {
+                self.instruments = names
+                    .iter()
+                    .map(|n| data::named(n))
+                    .collect::<Result<_>>()?;
+            }
+            return Ok(());
+        }
+        let [slot] = names else {
+            anyhow::bail!(
+                "a program or range of your own needs one --instrument: the Wren instrument \
+                 whose network learns it and which it plays as (flute, violin or trumpet)"
+            );
+        };
+        self.instruments = vec![data::own_instrument(slot, program, range)?];
+        Ok(())
+    }
+
     fn train_config(&self, size: (usize, usize), steps: usize) -> TrainConfig {
         TrainConfig {
             hidden: size.0,
@@ -253,6 +282,9 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
     let mut manifest = read_manifest(&config.out_dir)?;
     let tunes = read_dataset(&config.melodies)?;
     for instrument in &config.instruments {
+        eprintln!("{}", data::describe(&font, &config.soundfont, instrument)?);
+    }
+    for instrument in &config.instruments {
         let name = instrument.name;
         let recordings = record_instrument(config, instrument, &font, &tunes)?;
         eprintln!(
@@ -316,7 +348,7 @@ pub fn run(config: &TimbreConfig) -> Result<()> {
         );
         let instrument_name = (
             "instrument",
-            format!("{name} (GM program {})", instrument.program),
+            data::describe(&font, &config.soundfont, instrument)?,
         );
         let settings = |c: &TrainConfig, extra: &[(&str, String)]| {
             c.settings(&[std::slice::from_ref(&instrument_name), extra].concat())
