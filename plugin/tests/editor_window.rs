@@ -2,7 +2,9 @@
 //! host (clack-host) into an X11 window of the test's, and the standalone
 //! application's own window. Screenshots are read back from the X server:
 //! the window must not be blank, must show Wren's notes in its piano roll,
-//! and its labels must be legible to OCR (tesseract).
+//! and its labels must be legible to OCR (tesseract). Buttons are clicked
+//! through XTEST where OCR finds them: Save MIDI file in the host, and in
+//! the standalone the Audio panel's buffer list and restart.
 //!
 //! Needs an X display (run under `xvfb-run`), the bundle (`cargo xtask
 //! bundle`) and, for the standalone, `target/release/wren-standalone`.
@@ -176,6 +178,11 @@ fn read_text(picture: &Picture, name: &str) -> Option<String> {
 /// Where tesseract reads `word` in a picture: the centre of the first
 /// match, in the picture's pixels; `None` without tesseract or the word.
 fn find_word(picture: &Picture, name: &str, word: &str) -> Option<(i16, i16)> {
+    find_words(picture, name, word).first().copied()
+}
+
+/// Where tesseract reads `word` in a picture, every match in reading order.
+fn find_words(picture: &Picture, name: &str, word: &str) -> Vec<(i16, i16)> {
     let path = output_folder().join(format!("{name}-find.png"));
     picture.save(&path, 2);
     let output = Command::new("tesseract")
@@ -183,8 +190,10 @@ fn find_word(picture: &Picture, name: &str, word: &str) -> Option<(i16, i16)> {
         .arg("stdout")
         .args(["--psm", "11", "tsv"])
         .stderr(Stdio::null())
-        .output()
-        .ok()?;
+        .output();
+    let Ok(output) = output else {
+        return Vec::new();
+    };
     // Columns: level, page, block, paragraph, line, word, left, top,
     // width, height, confidence, text.
     String::from_utf8_lossy(&output.stdout)
@@ -200,15 +209,21 @@ fn find_word(picture: &Picture, name: &str, word: &str) -> Option<(i16, i16)> {
                 ((top + height / 2) / 2) as i16,
             ))
         })
-        .next()
+        .collect()
 }
 
-/// Clicks the left mouse button at a point of the root window, as a
-/// user's hand would (XTEST).
-fn click(connection: &RustConnection, screen: usize, (x, y): (i16, i16)) {
+/// Clicks the left mouse button at a point of `window`, as a user's hand
+/// would (XTEST).
+fn click(connection: &RustConnection, screen: usize, window: u32, (x, y): (i16, i16)) {
     use x11rb::protocol::xproto::{BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, MOTION_NOTIFY_EVENT};
     use x11rb::protocol::xtest::ConnectionExt as _;
     let root = connection.setup().roots[screen].root;
+    let at = connection
+        .translate_coordinates(window, root, x, y)
+        .unwrap()
+        .reply()
+        .expect("the window's place on the screen");
+    let (x, y) = (at.dst_x, at.dst_y);
     for (kind, detail) in [
         (MOTION_NOTIFY_EVENT, 0),
         (BUTTON_PRESS_EVENT, 1),
@@ -266,9 +281,16 @@ fn host_window(connection: &RustConnection, screen: usize, size: GuiSize) -> u32
             0,
             &CreateWindowAux::new().background_pixel(0),
         )
-        .unwrap();
-    connection.map_window(window).unwrap();
-    connection.flush().unwrap();
+        .unwrap()
+        .check()
+        .expect("create the host's window");
+    // Checked: the server has made and mapped the window before the
+    // editor, on a connection of its own, asks to be put inside it.
+    connection
+        .map_window(window)
+        .unwrap()
+        .check()
+        .expect("map the host's window");
     window
 }
 
@@ -409,7 +431,7 @@ fn the_save_button_exports_what_wren_played_as_midi_in_key() {
         audio.finish(&mut instance);
         return;
     };
-    click(&connection, screen, button);
+    click(&connection, screen, window, button);
     wait(&mut instance, Duration::from_millis(500));
     let after = Picture::grab(&connection, window);
     close(&mut instance);
@@ -544,22 +566,45 @@ impl Drop for Standalone {
     }
 }
 
-#[test]
-fn the_editor_opens_in_the_standalone_application() {
-    let Some((connection, screen)) = display() else {
-        return;
-    };
+/// The standalone application, or `None` (the test is skipped) when it
+/// has not been built.
+fn standalone_binary() -> Option<PathBuf> {
     let binary = common::bundle_path()
         .parent()
         .and_then(Path::parent)
         .expect("target folder")
         .join("release")
         .join("wren-standalone");
-    if !binary.exists() {
-        assert!(!required(), "{} is missing", binary.display());
-        eprintln!("skipped: {} is missing", binary.display());
-        return;
+    if binary.exists() {
+        return Some(binary);
     }
+    assert!(!required(), "{} is missing", binary.display());
+    eprintln!("skipped: {} is missing", binary.display());
+    None
+}
+
+/// Waits for a window titled "Wren" while `app` runs.
+fn standalone_window(connection: &RustConnection, screen: usize, app: &mut Child) -> u32 {
+    let started = Instant::now();
+    loop {
+        if let Some(window) = find_window(connection, screen, "Wren") {
+            return window;
+        }
+        let status = app.try_wait().unwrap();
+        assert!(status.is_none(), "the standalone ended: {status:?}");
+        assert!(started.elapsed() < Duration::from_secs(30), "no window");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_editor_opens_in_the_standalone_application() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(binary) = standalone_binary() else {
+        return;
+    };
     let mut app = Standalone(
         Command::new(&binary)
             .args(["--backend", "dummy", "--period-size", "512"])
@@ -568,16 +613,7 @@ fn the_editor_opens_in_the_standalone_application() {
             .spawn()
             .expect("start the standalone"),
     );
-    let started = Instant::now();
-    let window = loop {
-        if let Some(window) = find_window(&connection, screen, "Wren") {
-            break window;
-        }
-        let status = app.0.try_wait().unwrap();
-        assert!(status.is_none(), "the standalone ended: {status:?}");
-        assert!(started.elapsed() < Duration::from_secs(30), "no window");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let window = standalone_window(&connection, screen, &mut app.0);
     std::thread::sleep(Duration::from_secs(8));
     let picture = Picture::grab(&connection, window);
     check_picture(&picture, "standalone");
@@ -585,4 +621,144 @@ fn the_editor_opens_in_the_standalone_application() {
         app.0.try_wait().unwrap().is_none(),
         "the standalone still runs"
     );
+}
+
+/// A process the test did not start (the restarted standalone), ended
+/// when the test ends.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+/// The process whose command line holds `needle`, and that command line.
+fn process_with(needle: &str) -> Option<(u32, Vec<String>)> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bytes = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = bytes
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter()
+                .any(|a| a.contains(needle))
+                .then_some((pid, args))
+        })
+}
+
+#[test]
+fn the_audio_panel_restarts_the_standalone_with_a_new_buffer_and_the_same_state() {
+    let Some((connection, screen)) = display() else {
+        return;
+    };
+    let Some(binary) = standalone_binary() else {
+        return;
+    };
+    // Every parameter away from its default: key A, instrument violin, ...
+    let state = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/state-0.1.0.json");
+    let mut app = Standalone(
+        Command::new(&binary)
+            .args([
+                "--backend",
+                "dummy",
+                "--period-size",
+                "512",
+                "--state",
+                state,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the standalone"),
+    );
+    let first = app.0.id();
+    let window = standalone_window(&connection, screen, &mut app.0);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The Buffer drop-down lies right of its label; 1024 is in its list.
+    let picture = Picture::grab(&connection, window);
+    // "Buffer" also opens the top line; the panel's label is the last.
+    let Some(&(x, y)) = find_words(&picture, "restart-buffer", "Buffer").last() else {
+        assert!(!required(), "OCR finds no Buffer label");
+        eprintln!("skipped: no OCR");
+        return;
+    };
+    click(&connection, screen, window, (x + 60, y));
+    std::thread::sleep(Duration::from_millis(500));
+    let open = Picture::grab(&connection, window);
+    let choice = find_word(&open, "restart-list", "1024").expect("1024 in the open list");
+    click(&connection, screen, window, choice);
+    std::thread::sleep(Duration::from_millis(500));
+    let chosen = Picture::grab(&connection, window);
+    let restart = find_word(&chosen, "restart-button", "Restart").expect("the Restart button");
+    click(&connection, screen, window, restart);
+
+    // The first process ends; a second starts with the new buffer and a
+    // state file holding the first one's parameters.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = app.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the standalone did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let saved = std::env::temp_dir().join(format!("wren-restart-{first}.json"));
+    let (second, args) = loop {
+        if let Some(found) = process_with(&saved.display().to_string()) {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no second process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _second = Adopted(second);
+    let period = args.iter().position(|a| a == "--period-size");
+    assert_eq!(
+        period.and_then(|i| args.get(i + 1)).map(String::as_str),
+        Some("1024"),
+        "{args:?}"
+    );
+    assert!(args.iter().any(|a| a == "dummy"), "{args:?}");
+    let carried: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    for name in ["key", "instrument", "mode", "preset", "range_low", "seed"] {
+        assert_eq!(
+            carried["params"][name], golden["params"][name],
+            "{name} carried over"
+        );
+    }
+
+    // Its window says what runs now.
+    let started = Instant::now();
+    let text = loop {
+        if let Some(window) = find_window(&connection, screen, "Wren") {
+            std::thread::sleep(Duration::from_secs(3));
+            let picture = Picture::grab(&connection, window);
+            let text = read_text(&picture, "restarted").unwrap_or_default();
+            if text.contains("1024 samples") {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the restarted window does not show 1024 samples"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(text.contains("Restart"), "{text}");
 }
