@@ -71,7 +71,13 @@ impl AudioSetup {
         let backend = self.choice.backend.as_str();
         let no_device = !self.sound_card && !self.jack_server;
         match backend {
-            "auto" | "alsa" if no_device => Some(
+            "alsa" if !self.sound_card => Some(
+                "ALSA sees no sound card, so the alsa backend cannot start. Connect an audio \
+                 interface, or start Wren with --backend dummy (silent: the editor and MIDI \
+                 export work) or --backend jack with a JACK server running."
+                    .into(),
+            ),
+            "auto" if no_device => Some(
                 "No audio device found: no JACK server runs and ALSA sees no sound card. \
                  Wren runs on the dummy backend: the editor and MIDI export work, you hear \
                  nothing. Connect an audio interface or start JACK (`jackd -d alsa`), then \
@@ -89,6 +95,33 @@ impl AudioSetup {
             ),
             _ => None,
         }
+    }
+
+    /// Why the application could not start with `choice` on this machine,
+    /// if it could not: restarting into it would end Wren.
+    pub fn refusal(&self, choice: &AudioChoice) -> Option<String> {
+        match choice.backend.as_str() {
+            "jack" if !self.jack_server => {
+                return Some(
+                    "No JACK server runs: start one (`jackd -d alsa`) before choosing jack.".into(),
+                )
+            }
+            "alsa" if !self.sound_card => {
+                return Some("ALSA sees no sound card: the alsa backend cannot start.".into())
+            }
+            _ => {}
+        }
+        if let Some(device) = &choice.output_device {
+            if choice.backend != "dummy" && !self.outputs.contains(device) {
+                return Some(format!("There is no output {device:?} now."));
+            }
+        }
+        if let Some(port) = &choice.midi_input {
+            if !self.midi_inputs.contains(port) {
+                return Some(format!("There is no MIDI input {port:?} now."));
+            }
+        }
+        None
     }
 }
 
@@ -195,6 +228,9 @@ pub fn read_state(path: &Path) -> Result<PluginState, String> {
 /// then ends this process. Returns only when the new one could not start.
 pub fn restart(choice: &AudioChoice, state: &PluginState) -> Result<(), String> {
     let setup = setup().ok_or("not the standalone application")?;
+    if let Some(why) = setup.refusal(choice) {
+        return Err(why);
+    }
     let json = serde_json::to_string(state).map_err(|e| e.to_string())?;
     let path = std::env::temp_dir().join(format!("wren-restart-{}.json", std::process::id()));
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -308,6 +344,49 @@ mod tests {
         assert!(setup.problem().unwrap().starts_with("No JACK server"));
         setup.choice.backend = "alsa".into();
         assert_eq!(setup.problem(), None);
+        setup.sound_card = false;
+        assert!(setup
+            .problem()
+            .unwrap()
+            .contains("alsa backend cannot start"));
+    }
+
+    #[test]
+    fn a_restart_into_a_backend_or_device_that_is_not_there_is_refused() {
+        let setup = AudioSetup {
+            outputs: vec!["hw:0".into()],
+            midi_inputs: vec!["Keys".into()],
+            ..AudioSetup::default()
+        };
+        let choice = |backend: &str| AudioChoice {
+            backend: backend.into(),
+            ..AudioChoice::default()
+        };
+        assert!(setup
+            .refusal(&choice("jack"))
+            .unwrap()
+            .contains("No JACK server"));
+        assert!(setup
+            .refusal(&choice("alsa"))
+            .unwrap()
+            .contains("no sound card"));
+        assert_eq!(setup.refusal(&choice("dummy")), None);
+        assert_eq!(setup.refusal(&choice("auto")), None);
+        let machine = AudioSetup {
+            jack_server: true,
+            sound_card: true,
+            ..setup.clone()
+        };
+        assert_eq!(machine.refusal(&choice("jack")), None);
+        assert_eq!(machine.refusal(&choice("alsa")), None);
+        let mut gone = choice("alsa");
+        gone.output_device = Some("hw:9".into());
+        assert!(machine.refusal(&gone).unwrap().contains("\"hw:9\""));
+        gone.output_device = Some("hw:0".into());
+        gone.midi_input = Some("Pads".into());
+        assert!(machine.refusal(&gone).unwrap().contains("\"Pads\""));
+        gone.midi_input = Some("Keys".into());
+        assert_eq!(machine.refusal(&gone), None);
     }
 
     #[test]

@@ -653,7 +653,8 @@ fn process_with(needle: &str) -> Option<(u32, Vec<String>)> {
 }
 
 #[test]
-fn the_audio_panel_restarts_the_standalone_with_a_new_buffer_and_the_same_state() {
+fn the_audio_panel_refuses_a_backend_that_cannot_start_and_restarts_with_a_new_buffer_and_the_same_state(
+) {
     let Some((connection, screen)) = display() else {
         return;
     };
@@ -681,23 +682,54 @@ fn the_audio_panel_restarts_the_standalone_with_a_new_buffer_and_the_same_state(
     let window = standalone_window(&connection, screen, &mut app.0);
     std::thread::sleep(Duration::from_secs(4));
 
-    // The Buffer drop-down lies right of its label; 1024 is in its list.
-    let picture = Picture::grab(&connection, window);
-    // "Buffer" also opens the top line; the panel's label is the last.
-    let Some(&(x, y)) = find_words(&picture, "restart-buffer", "Buffer").last() else {
-        assert!(!required(), "OCR finds no Buffer label");
+    // Picks `option` from the drop-down right of the panel's `label` (the
+    // last `label` on screen: "Buffer" also opens the top line). The list
+    // opens above or below; its `option` is where none was before.
+    let pick = |label: &str, option: &str| -> Option<()> {
+        let picture = Picture::grab(&connection, window);
+        let &(x, y) = find_words(&picture, "restart-label", label).last()?;
+        let before = find_words(&picture, "restart-before", option);
+        click(&connection, screen, window, (x + 60, y));
+        std::thread::sleep(Duration::from_millis(500));
+        let open = Picture::grab(&connection, window);
+        let near =
+            |(ax, ay): (i16, i16), (bx, by): (i16, i16)| (ax - bx).abs() < 8 && (ay - by).abs() < 8;
+        let at = find_words(&open, "restart-list", option)
+            .into_iter()
+            .find(|&word| !before.iter().any(|&old| near(old, word)))
+            .unwrap_or_else(|| panic!("{option} in the {label} list"));
+        click(&connection, screen, window, at);
+        std::thread::sleep(Duration::from_millis(500));
+        Some(())
+    };
+    let press_restart = || {
+        let picture = Picture::grab(&connection, window);
+        let restart = find_word(&picture, "restart-button", "Restart").expect("the Restart button");
+        click(&connection, screen, window, restart);
+    };
+
+    // With no JACK server, jack is refused in the window and Wren runs on.
+    let jack_runs = Command::new("pgrep")
+        .args(["-x", "jackd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if pick("Backend", "jack").is_none() {
+        assert!(!required(), "OCR finds no Backend label");
         eprintln!("skipped: no OCR");
         return;
-    };
-    click(&connection, screen, window, (x + 60, y));
+    }
+    if !jack_runs {
+        press_restart();
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(app.0.try_wait().unwrap().is_none(), "Wren ended");
+        let refused = read_text(&Picture::grab(&connection, window), "refused").unwrap_or_default();
+        assert!(refused.contains("No JACK server"), "{refused}");
+    }
+    pick("Backend", "dummy").expect("the Backend list");
+    // Then a larger buffer on the dummy backend.
+    pick("Buffer", "1024").expect("the Buffer list");
     std::thread::sleep(Duration::from_millis(500));
-    let open = Picture::grab(&connection, window);
-    let choice = find_word(&open, "restart-list", "1024").expect("1024 in the open list");
-    click(&connection, screen, window, choice);
-    std::thread::sleep(Duration::from_millis(500));
-    let chosen = Picture::grab(&connection, window);
-    let restart = find_word(&chosen, "restart-button", "Restart").expect("the Restart button");
-    click(&connection, screen, window, restart);
+    press_restart();
 
     // The first process ends; a second starts with the new buffer and a
     // state file holding the first one's parameters.

@@ -80,7 +80,7 @@ enum Command {
     Test,
     /// Re-export every int8 model from its f32 source and measure it again.
     Requantize,
-    /// Search the melody network's compressions for the best that fits a buffer budget.
+    /// Search the compressions of the melody or timbre network for the best that fits a buffer budget.
     Compress(Box<compress::CompressArgs>),
     /// Rebuild the melody dataset from the music21 corpus.
     Data,

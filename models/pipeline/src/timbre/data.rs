@@ -119,20 +119,19 @@ pub fn preset_name(font: &SoundFont, path: &Path, program: u8) -> Result<String>
     offered.sort();
     let listed: Vec<String> = offered
         .iter()
-        .take(16)
         .map(|(n, name)| format!("{n} {name}"))
         .collect();
-    let more = offered.len().saturating_sub(listed.len());
+    let others = presets.len() - offered.len();
     anyhow::bail!(
-        "{} has no program {program} in bank 0; it has {}{}",
+        "{} has no program {program} in bank 0, the bank Wren renders; bank 0 has {}{}",
         path.display(),
         if listed.is_empty() {
             "none".to_string()
         } else {
             listed.join(", ")
         },
-        if more > 0 {
-            format!(" and {more} more")
+        if others > 0 {
+            format!("; {others} presets lie in other banks (move one to bank 0 to use it)")
         } else {
             String::new()
         }
