@@ -17,16 +17,20 @@ if [[ ! -x "$python" ]]; then
     exit 1
 fi
 
+# The test suite's own build (`cargo xtask test` runs it first): the same
+# packages and features, so these tests build nothing of their own.
+build="--release --workspace --features wren/standalone"
+
 echo "== bundle"
 cargo xtask bundle
 
 echo "== CLAP in clack-host: playing, lifecycle, state"
-WREN_REQUIRE_BUNDLE=1 cargo test --release -p wren --test clap_host --test clap_lifecycle \
+WREN_REQUIRE_BUNDLE=1 cargo test $build --test clap_host --test clap_lifecycle \
     --test clap_state -- --nocapture
 
 echo "== editor in a CLAP host and in the standalone, under Xvfb"
 WREN_REQUIRE_BUNDLE=1 WREN_REQUIRE_DISPLAY=1 xvfb-run -a -s "-screen 0 1600x1000x24 -noreset" \
-    cargo test --release -p wren --test editor_window -- --nocapture --test-threads 1
+    cargo test $build --test editor_window -- --nocapture --test-threads 1
 
 echo "== VST3 in pedalboard and dawdreamer"
 "$python" tests/hosts/test_vst3.py

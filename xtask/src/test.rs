@@ -96,24 +96,22 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
+    // With the standalone feature, this build also makes
+    // target/release/wren-standalone, and the real-host tests (run.sh) use
+    // the same packages and features: one build of the dependencies, not
+    // one per command.
     step(
         "unit and integration tests",
         "cargo",
-        &["test", "--workspace", "--release"],
-    )?;
-    fuzz(30)?;
-    step(
-        "standalone",
-        "cargo",
         &[
-            "build",
+            "test",
+            "--workspace",
             "--release",
-            "-p",
-            "wren",
             "--features",
-            "standalone",
+            "wren/standalone",
         ],
     )?;
+    fuzz(30)?;
     renders_are_reproducible()?;
     step("real hosts", "tests/hosts/run.sh", &[])?;
     println!(
