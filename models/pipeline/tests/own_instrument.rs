@@ -4,14 +4,15 @@
 //! loaded into a running engine as a user model, and played below the
 //! violin's range.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use wren::engine::library::{ModelLibrary, Network};
 use wren::engine::{Engine, Mode, NoteEvent, Settings, Timbre, Transport};
 use wren::model::manifest::Manifest;
 use wren_pipeline::search::{self, SearchConfig};
-use wren_pipeline::timbre::data::SOUNDFONT;
 use wren_pipeline::timbre::pipeline::{self, TimbreConfig};
 use wren_pipeline::train::TrainConfig;
 
@@ -29,24 +30,10 @@ const VIOLIN: usize = 1;
 /// The `live` preset.
 const LIVE: usize = 2;
 
-fn models() -> PathBuf {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/..").into()
-}
-
-fn soundfont() -> bool {
-    if Path::new(SOUNDFONT).exists() {
-        return true;
-    }
-    let required = std::env::var("WREN_REQUIRE_SOUNDFONT").is_ok_and(|v| v == "1");
-    assert!(!required, "{SOUNDFONT} is missing");
-    eprintln!("skipped: {SOUNDFONT} is missing");
-    false
-}
-
 /// `train-timbre --tiny --instrument violin --program 42 --range 43-67`.
 fn cello_config(out: &Path) -> TimbreConfig {
     let mut config = TimbreConfig::tiny("test".into(), out.to_path_buf());
-    config.melodies = models().join("data/melodies.tsv.gz");
+    config.melodies = common::models().join("data/melodies.tsv.gz");
     config
         .choose(&["violin".into()], Some(CELLO), Some(RANGE))
         .unwrap();
@@ -57,37 +44,21 @@ fn cello_config(out: &Path) -> TimbreConfig {
 /// --teacher <out>/timbre-violin-teacher.onnx --name cello`, with a budget
 /// any candidate fits, so that a busy machine's timings decide nothing.
 fn compress_config(data: TimbreConfig, out: &Path) -> SearchConfig {
+    let base = common::tiny_search(out.join("timbre-violin-teacher.onnx"), out, vec![8]);
     SearchConfig {
-        teacher: out.join("timbre-violin-teacher.onnx"),
         network: search::Network::Timbre(data),
-        start: None,
-        block_size: 65_536,
-        sample_rate: 8_000.0,
-        voices: 1,
-        share: 100.0,
-        tempo: 300.0,
         pair: "melody-student-int8".into(),
         max_bytes: None,
-        widths: vec![8],
-        energies: vec![1.0, 0.6],
         sparsities: vec![0.0],
         int8: vec![true],
         finalists: 1,
-        cost_steps: 50,
         train: TrainConfig {
-            hidden: 0,
-            layers: 0,
-            steps: 8,
-            batch: 4,
             window: 48,
-            learning_rate: 1e-3,
-            dropout: 0.0,
-            seed: 3,
-            eval_every: 4,
+            ..base.train
         },
         name: "cello".into(),
         preset: "cello".into(),
-        preset_dir: out.join("presets"),
+        ..base
     }
 }
 
@@ -137,7 +108,7 @@ fn play(engine: &mut Engine, note: u8) -> Vec<f32> {
 
 #[test]
 fn a_cello_from_the_soundfont_trains_compresses_loads_and_plays_as_the_violin() {
-    if !soundfont() {
+    if !common::soundfont() {
         return;
     }
     let out = std::env::temp_dir().join(format!("wren-own-instrument-{}", std::process::id()));

@@ -4,67 +4,26 @@
 //! a manifest entry that describes it, golden outputs and a preset that
 //! parses.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 use tract_onnx::pb;
 use wren::melody::tokens::{INPUT_SIZE, VOCAB};
 use wren::model::manifest::Manifest;
-use wren_pipeline::melody::PipelineConfig;
 use wren_pipeline::search::{run, Network, SearchConfig};
-use wren_pipeline::timbre::data::SOUNDFONT;
 use wren_pipeline::timbre::pipeline::TimbreConfig;
 use wren_pipeline::train::TrainConfig;
 
-fn models() -> PathBuf {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/..").into()
-}
-
 fn config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
-    let mut data = PipelineConfig::tiny("test".into(), out.to_path_buf());
-    data.dataset = models().join("data/melodies.tsv.gz");
-    SearchConfig {
-        network: Network::Melody(data),
-        teacher,
-        start: None,
-        // A budget far beyond any step (the budget grows with the buffer, but
-        // so do the frames in it; a share of 100 leaves room for steps that
-        // a busy machine stalls for milliseconds): the byte cap decides what
-        // fits.
-        block_size: 65_536,
-        sample_rate: 8_000.0,
-        voices: 1,
-        share: 100.0,
-        tempo: 300.0,
-        pair: "student-int8".into(),
-        max_bytes: Some(60_000),
-        widths,
-        energies: vec![1.0, 0.6],
-        sparsities: vec![0.0, 0.3],
-        int8: vec![false, true],
-        finalists: 2,
-        cost_steps: 50,
-        train: TrainConfig {
-            hidden: 0,
-            layers: 0,
-            steps: 8,
-            batch: 4,
-            window: 32,
-            learning_rate: 1e-3,
-            dropout: 0.0,
-            seed: 3,
-            eval_every: 4,
-        },
-        name: "melody-searched".into(),
-        preset: "searched".into(),
-        preset_dir: out.join("presets"),
-    }
+    common::tiny_search(teacher, out, widths)
 }
 
 /// A timbre search on a sliver of one instrument's notes.
 fn timbre_config(teacher: PathBuf, out: &Path, widths: Vec<usize>) -> SearchConfig {
     let mut data = TimbreConfig::tiny("test".into(), out.to_path_buf());
-    data.melodies = models().join("data/melodies.tsv.gz");
+    data.melodies = common::models().join("data/melodies.tsv.gz");
     SearchConfig {
         network: Network::Timbre(data),
         pair: "melody-student-int8".into(),
@@ -122,18 +81,6 @@ fn check_outputs(out: &Path, model: &str, max_bytes: usize) -> wren::model::GruN
     model.net
 }
 
-/// Whether the soundfont the timbre data is rendered from is installed
-/// (set-up installs it; `WREN_REQUIRE_SOUNDFONT=1` makes its absence fail).
-fn soundfont() -> bool {
-    if std::path::Path::new(SOUNDFONT).exists() {
-        return true;
-    }
-    let required = std::env::var("WREN_REQUIRE_SOUNDFONT").is_ok_and(|v| v == "1");
-    assert!(!required, "{SOUNDFONT} is missing");
-    eprintln!("skipped: {SOUNDFONT} is missing");
-    false
-}
-
 /// An empty folder of this process for one test's outputs.
 fn fresh_dir(name: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
@@ -149,7 +96,7 @@ fn hex_digest(bytes: &[u8]) -> String {
 #[test]
 fn search_from_a_wren_teacher_writes_a_model_that_loads() {
     let out = fresh_dir("wren-search");
-    let teacher = models().join("melody-student.onnx");
+    let teacher = common::models().join("melody-student.onnx");
     let outcomes = run(&config(teacher, &out, vec![48, 24])).unwrap();
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].measured.len(), 2 * 2 * 2 * 2);
@@ -251,7 +198,7 @@ fn search_distills_from_an_onnx_teacher_of_another_architecture() {
 #[test]
 fn a_teacher_of_the_other_network_is_refused() {
     let out = fresh_dir("wren-search-wrong");
-    let teacher = models().join("timbre-flute-student.onnx");
+    let teacher = common::models().join("timbre-flute-student.onnx");
     let error = run(&config(teacher, &out, vec![24]))
         .err()
         .expect("refused");
@@ -264,11 +211,11 @@ fn a_teacher_of_the_other_network_is_refused() {
 
 #[test]
 fn timbre_search_from_a_wren_teacher_prunes_factorizes_and_quantizes() {
-    if !soundfont() {
+    if !common::soundfont() {
         return;
     }
     let out = fresh_dir("wren-search-timbre");
-    let teacher = models().join("timbre-{instrument}-student.onnx");
+    let teacher = common::models().join("timbre-{instrument}-student.onnx");
     let outcomes = run(&timbre_config(teacher, &out, vec![64, 32])).unwrap();
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].model, "timbre-flute-searched");
@@ -285,7 +232,7 @@ fn timbre_search_from_a_wren_teacher_prunes_factorizes_and_quantizes() {
 
 #[test]
 fn timbre_search_distills_from_an_onnx_teacher_of_another_architecture() {
-    if !soundfont() {
+    if !common::soundfont() {
         return;
     }
     let out = fresh_dir("wren-search-timbre-onnx");
